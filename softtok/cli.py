@@ -1,0 +1,122 @@
+"""``softtok <subcommand>``: argument parsing and logging set-up only; the work lives in the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Dict, List, Optional
+
+import yaml
+
+logger = logging.getLogger("softtok")
+
+
+def _yaml_dict(text: str) -> dict:
+    """Parse ``--*-conf '{tau: 8}'`` (YAML/JSON mapping)."""
+    value = yaml.safe_load(text) if text else {}
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{tau: 8}}', got {text!r}")
+    return value
+
+
+def _add_dump_features(sub) -> None:
+    p = sub.add_parser("dump-features", help="audio of a Kaldi data dir -> features ark/scp",
+                       description="Compute features of every utterance of a data dir into "
+                                   "OUT_DIR/feats.scp (+ feats.yaml), sharded and resumable.")
+    p.add_argument("--data-dir", required=True, help="Kaldi data dir with wav.scp (+ segments)")
+    p.add_argument("--feature", required=True, help="mfcc | fbank | hubert | wavlm | wav2vec2 | whisper")
+    p.add_argument("--checkpoint", help="model checkpoint (fairseq .pt, HF dir, CTranslate2 dir)")
+    p.add_argument("--layer", type=int, help="transformer layer (1-based) for SSL features")
+    p.add_argument("--feature-conf", type=_yaml_dict, default={}, help="extra featurizer options (YAML)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
+    p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
+    p.add_argument("--batch-size", type=int, default=1, help="utterances per forward pass")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
+    p.set_defaults(func=_run_dump_features)
+
+
+def _run_dump_features(args) -> Dict:
+    from softtok.tokenizers.dump_features import dump_features
+
+    kwargs = dict(args.feature_conf)
+    for key in ("checkpoint", "layer", "device"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    return dump_features(args.data_dir, args.feature, args.out_dir, nj=args.nj, shard=args.shard,
+                         batch_size=args.batch_size, **kwargs)
+
+
+def _add_learn_kmeans(sub) -> None:
+    p = sub.add_parser("learn-kmeans", help="features -> k-means codebook (.npy + .yaml)",
+                       description="Learn K centroids from a feats.scp with faiss or sklearn.")
+    p.add_argument("--feats", required=True, help="feats.scp (feats.yaml beside it gives the spec)")
+    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--backend", choices=["faiss", "sklearn"], default="faiss")
+    p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to train on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kmeans-conf", type=_yaml_dict, default={},
+                   help="backend options, e.g. '{niter: 50}' (faiss) or '{n_init: 20}' (sklearn)")
+    p.add_argument("--out", required=True, help="output centroids .npy (a .yaml is written beside it)")
+    p.set_defaults(func=_run_learn_kmeans)
+
+
+def _run_learn_kmeans(args) -> Dict:
+    from softtok.tokenizers.jobs import run_learn_kmeans
+
+    return run_learn_kmeans(args.feats, args.n_clusters, args.backend, args.out, portion=args.portion,
+                            seed=args.seed, **args.kmeans_conf)
+
+
+def _add_dump_tokens(sub) -> None:
+    p = sub.add_parser("dump-tokens", help="features + codebook -> hard ids or soft assignments",
+                       description="hard: OUT_DIR/tokens.txt (utt id id ...); soft: OUT_DIR/tokens.{ark,scp} "
+                                   "with (T, K) probabilities, or (T, 2k) [ids | weights] with --top-k.")
+    p.add_argument("--feats", required=True)
+    p.add_argument("--kmeans", required=True, help="codebook .npy")
+    p.add_argument("--head", choices=["hard", "soft", "continuous"], default="hard")
+    p.add_argument("--tau", type=float, help="soft temperature (> 0)")
+    p.add_argument("--top-k", type=int, help="keep the k nearest centroids, renormalised")
+    p.add_argument("--head-conf", type=_yaml_dict, default={}, help="extra head options (YAML)")
+    p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_run_dump_tokens)
+
+
+def _run_dump_tokens(args) -> Dict:
+    from softtok.tokenizers.jobs import run_dump_tokens
+
+    if args.dedup and args.head != "hard":
+        raise ValueError("--dedup applies to hard tokens only (soft decoding needs one token per frame)")
+    return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, tau=args.tau, top_k=args.top_k,
+                           dedup_ids=args.dedup, head_conf=args.head_conf)
+
+
+SUBCOMMANDS: List[Callable] = [_add_dump_features, _add_learn_kmeans, _add_dump_tokens]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softtok", description="Soft SSL speech tokens toolkit")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``softtok`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = args.func(args)
+    except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as exc:
+        logger.error("%s: %s", args.command, exc)
+        return 1
+    logger.info("%s done: %s", args.command, ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Corpus preparation and the Python stages that egs/*/run.sh scripts call."""

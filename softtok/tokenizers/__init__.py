@@ -1,0 +1,1 @@
+"""Audio -> features -> k-means -> hard tokens or soft assignments."""

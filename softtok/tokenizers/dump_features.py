@@ -1,0 +1,148 @@
+"""Dump features of a data dir to kaldiio ark/scp, sharded and resumable.
+
+Outputs in ``out_dir``: ``shards/feats_{rank}_{nshard}.{ark,scp,done}`` per shard
+(contiguous slices of the sorted utterances, as fairseq's simple_kmeans), and once every
+shard is done, ``feats.scp`` (all utterances, sorted) and ``feats.yaml`` (feature spec,
+frame rate, counts). A shard whose ``.done`` marker exists is skipped, so a re-run
+resumes; ``--nj N`` runs N local processes, ``--shard i/N`` one shard of an array job.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from softtok.tokenizers.audio import AudioError, read_utterance
+from softtok.tokenizers.datadir import DataDir, load_data_dir
+from softtok.tokenizers.features.base import Featurizer, build_featurizer
+from softtok.tokenizers.fileio import ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries, save_yaml
+
+logger = logging.getLogger(__name__)
+
+
+def parse_shard(spec: str) -> Tuple[int, int]:
+    """Parse ``i/N`` (0-based rank i of N shards)."""
+    try:
+        rank_s, nshard_s = spec.split("/")
+        rank, nshard = int(rank_s), int(nshard_s)
+    except ValueError:
+        raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {spec!r}") from None
+    if nshard < 1 or not 0 <= rank < nshard:
+        raise ValueError(f"--shard {spec!r}: need 0 <= i < N")
+    return rank, nshard
+
+
+def shard_slice(n_items: int, rank: int, nshard: int) -> Tuple[int, int]:
+    """Contiguous [start, end) of shard ``rank`` of ``nshard`` over ``n_items``."""
+    per = -(-n_items // nshard)
+    return min(rank * per, n_items), min((rank + 1) * per, n_items)
+
+
+def shard_paths(out_dir: Path, rank: int, nshard: int) -> Dict[str, Path]:
+    """The ark, scp and done-marker paths of one shard."""
+    stem = out_dir / "shards" / f"feats_{rank}_{nshard}"
+    return {k: stem.with_suffix("." + k) for k in ("ark", "scp", "done")}
+
+
+def _batches(utts: List[str], batch_size: int) -> List[List[str]]:
+    return [utts[i:i + batch_size] for i in range(0, len(utts), batch_size)]
+
+
+def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, nshard: int,
+               batch_size: int = 1, progress: bool = True) -> Dict[str, Any]:
+    """Compute and write one shard's features; skip it when its done marker exists."""
+    paths = shard_paths(out_dir, rank, nshard)
+    if paths["done"].exists():
+        logger.info("shard %d/%d already done: %s", rank, nshard, paths["scp"])
+        return load_yaml(paths["done"])
+    start, end = shard_slice(len(data), rank, nshard)
+    utts = data.utt_ids[start:end]
+    n_frames = 0
+    t0 = time.perf_counter()
+    with ArkScpWriter(paths["ark"], paths["scp"]) as writer, logging_redirect_tqdm():
+        bar = tqdm(total=len(utts), desc=f"{featurizer.name} shard {rank}/{nshard}", unit="utt",
+                   disable=not progress, position=rank if nshard > 1 else None)
+        for batch in _batches(utts, batch_size):
+            waves = [read_utterance(data, u) for u in batch]
+            feats = featurizer.batch(waves) if len(batch) > 1 else [featurizer(waves[0])]
+            for utt, f in zip(batch, feats):
+                f = f.detach().float().cpu()
+                if f.ndim != 2 or f.shape[0] == 0:
+                    raise AudioError(f"utterance {utt!r}: too short for {featurizer.name} features "
+                                     f"({waves[batch.index(utt)].numel()} samples)")
+                if not torch.isfinite(f).all():
+                    raise AudioError(f"utterance {utt!r}: {featurizer.name} features are not finite")
+                writer.write(utt, f.numpy())
+                n_frames += int(f.shape[0])
+            bar.update(len(batch))
+        bar.close()
+    stats = {"rank": rank, "nshard": nshard, "utts": len(utts), "frames": n_frames,
+             "seconds": round(time.perf_counter() - t0, 2)}
+    save_yaml(paths["done"], stats)
+    return stats
+
+
+def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any]) -> Optional[Path]:
+    """Write feats.scp + feats.yaml once every shard is done; return feats.scp or None."""
+    shards = [shard_paths(out_dir, r, nshard) for r in range(nshard)]
+    if not all(p["done"].exists() for p in shards):
+        return None
+    lines, n_utts, n_frames = [], 0, 0
+    for p in shards:
+        stats = load_yaml(p["done"])
+        n_utts, n_frames = n_utts + stats["utts"], n_frames + stats["frames"]
+        if stats["utts"]:
+            lines += [f"{k} {loc}\n" for k, loc in read_scp_entries(p["scp"])]
+    feats_scp = out_dir / "feats.scp"
+    atomic_write_text(feats_scp, "".join(lines))
+    save_yaml(out_dir / "feats.yaml", {**spec, "num_utts": n_utts, "num_frames": n_frames, "nshard": nshard})
+    return feats_scp
+
+
+def _worker(args: Tuple) -> Dict[str, Any]:
+    data_dir, feature, feature_kwargs, out_dir, rank, nshard, batch_size = args
+    torch.set_num_threads(1)
+    data = load_data_dir(data_dir)
+    featurizer = build_featurizer(feature, **feature_kwargs)
+    return dump_shard(data, featurizer, Path(out_dir), rank, nshard, batch_size)
+
+
+def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard: Optional[str] = None,
+                  batch_size: int = 1, **feature_kwargs: Any) -> Dict[str, Any]:
+    """Dump features for a data dir: all shards with ``nj`` processes, or one ``shard`` (i/N)."""
+    t0 = time.perf_counter()
+    data = load_data_dir(data_dir)  # validate before any work starts
+    out = Path(out_dir)
+    featurizer = build_featurizer(feature, **feature_kwargs)
+    spec = {**featurizer.spec(), "data_dir": str(Path(data_dir).resolve())}
+    if shard is not None:
+        rank, nshard = parse_shard(shard)
+        ranks = [rank]
+    else:
+        if nj < 1:
+            raise ValueError(f"--nj must be >= 1, got {nj}")
+        nshard = min(nj, len(data))
+        ranks = list(range(nshard))
+    todo = [r for r in ranks if not shard_paths(out, r, nshard)["done"].exists()]
+    if len(todo) > 1:
+        ctx = mp.get_context("spawn")
+        args = [(data_dir, feature, feature_kwargs, str(out), r, nshard, batch_size) for r in todo]
+        with ctx.Pool(len(todo)) as pool:
+            pool.map(_worker, args)
+    else:
+        for r in todo:
+            dump_shard(data, featurizer, out, r, nshard, batch_size)
+    feats_scp = merge_shards(out, nshard, spec)
+    summary = {"shards": len(ranks), "seconds": round(time.perf_counter() - t0, 1),
+               "output": str(feats_scp or out / "shards")}
+    if feats_scp is not None:
+        meta = load_yaml(out / "feats.yaml")
+        summary.update(utts=meta["num_utts"], frames=meta["num_frames"])
+    return summary

@@ -1,0 +1,68 @@
+"""The Featurizer contract and its registry (``--feature NAME`` + options)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+
+class Featurizer:
+    """Maps a 16 kHz mono waveform (S,) to frame features (T, dim).
+
+    Subclasses set ``name``, ``dim`` and ``frame_rate`` (frames per second) and may
+    override :meth:`batch` when padded batching is exact for them.
+    """
+
+    name: str = ""
+    dim: int = 0
+    frame_rate: float = 0.0
+
+    def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch(self, waves: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Features of several utterances; the default runs them one at a time."""
+        return [self(w) for w in waves]
+
+    def spec(self) -> Dict[str, Any]:
+        """What identifies these features (written to feats.yaml, checked by k-means)."""
+        return {"feature": self.name, "dim": self.dim, "frame_rate": self.frame_rate}
+
+
+FEATURIZERS: Dict[str, Callable[..., Featurizer]] = {}
+
+
+def register_featurizer(name: str) -> Callable:
+    """Class decorator adding a featurizer to the registry under ``name``."""
+
+    def wrap(cls):
+        FEATURIZERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optional[int] = None,
+                     device: Optional[str] = None, **options: Any) -> Featurizer:
+    """Build a registered featurizer; unknown names or options are one-line errors."""
+    from softtok.tokenizers import features  # noqa: F401  (populates the registry)
+
+    if name not in FEATURIZERS:
+        raise ValueError(f"unknown feature {name!r}; choose from {sorted(FEATURIZERS)}")
+    kwargs = dict(options)
+    if checkpoint is not None:
+        kwargs["checkpoint"] = checkpoint
+    if layer is not None:
+        kwargs["layer"] = layer
+    if device is not None:
+        kwargs["device"] = device
+    try:
+        return FEATURIZERS[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"feature {name!r}: bad options {sorted(kwargs)}: {exc}") from None
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,132 @@
+"""Atomic file writing and Kaldi ark/scp I/O: nothing is ever left half-written.
+
+Every writer goes to ``<name>.tmp.<pid>`` first and is renamed into place only when
+complete, so an interrupted job leaves either the old file or no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import kaldiio
+import numpy as np
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_yaml(path: os.PathLike | str, data: dict) -> None:
+    """Write a YAML file atomically (keys in insertion order)."""
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def load_yaml(path: os.PathLike | str) -> dict:
+    """Read a YAML mapping; a missing file is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping")
+    return data
+
+
+def save_npy(path: os.PathLike | str, array: np.ndarray) -> None:
+    """Write a .npy file atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+class ArkScpWriter:
+    """Write matrices to ``<stem>.ark`` + ``<stem>.scp`` atomically.
+
+    The scp names the final ark path, and both files appear only on :meth:`close`
+    after a successful run (use as a context manager).
+    """
+
+    def __init__(self, ark_path: os.PathLike | str, scp_path: os.PathLike | str):
+        self.ark_path = Path(ark_path).absolute()
+        self.scp_path = Path(scp_path)
+        self.ark_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_ark = self.ark_path.with_name(f"{self.ark_path.name}.tmp.{os.getpid()}")
+        self._file = open(self._tmp_ark, "wb")
+        self._scp_lines: List[str] = []
+
+    def write(self, key: str, matrix: np.ndarray) -> None:
+        """Append one matrix (float32 matrices stay float32)."""
+        if " " in key or not key:
+            raise ValueError(f"bad ark key {key!r}")
+        start = self._file.tell()
+        kaldiio.save_ark(self._file, {key: np.ascontiguousarray(matrix)})
+        offset = start + len(key.encode()) + 1
+        self._scp_lines.append(f"{key} {self.ark_path}:{offset}\n")
+
+    def close(self, ok: bool = True) -> None:
+        """Rename the ark into place and write the scp, or discard everything."""
+        self._file.close()
+        if ok:
+            os.replace(self._tmp_ark, self.ark_path)
+            atomic_write_text(self.scp_path, "".join(self._scp_lines))
+        elif self._tmp_ark.exists():
+            self._tmp_ark.unlink()
+
+    def __enter__(self) -> "ArkScpWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(ok=exc_type is None)
+
+
+def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
+    """Read ``(key, ark:offset)`` pairs of an scp file, checking it exists and is non-empty."""
+    scp_path = Path(scp_path)
+    if not scp_path.is_file():
+        raise FileNotFoundError(f"{scp_path}: file not found")
+    entries = []
+    with open(scp_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise ValueError(f"{scp_path}:{lineno}: expected `key ark:offset`")
+            entries.append((parts[0], parts[1].strip()))
+    if not entries:
+        raise ValueError(f"{scp_path}: file is empty")
+    return entries
+
+
+def iter_scp(scp_path: os.PathLike | str) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield ``(key, matrix)`` in scp order; a broken entry is an error naming the key."""
+    for key, location in read_scp_entries(scp_path):
+        try:
+            matrix = kaldiio.load_mat(location)
+        except Exception as exc:  # kaldiio raises many types for a broken ark
+            raise ValueError(f"{scp_path}: cannot read {key!r} from {location}: {exc}") from exc
+        yield key, matrix
+
+
+def load_scp_dict(scp_path: os.PathLike | str) -> Dict[str, np.ndarray]:
+    """All matrices of an scp in memory, keyed by utterance."""
+    return dict(iter_scp(scp_path))

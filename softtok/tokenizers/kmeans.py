@@ -1,0 +1,163 @@
+"""k-means codebooks: learning (faiss or sklearn MiniBatchKMeans), file format, assignment.
+
+A codebook is ``<name>.npy`` (centroids, float32 (K, D)) plus ``<name>.yaml`` (K, dim,
+feature spec, backend, inertia, ...). Loading checks that features and centroids match.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("faiss", "sklearn")
+# Keys of a feature spec that must agree between features and a codebook.
+SPEC_KEYS = ("feature", "dim", "layer", "checkpoint", "num_ceps", "num_mel_bins", "deltas", "cmn")
+
+
+class CodebookMismatch(ValueError):
+    """Features and codebook come from different feature extractors or dims."""
+
+
+def squared_distances(x: torch.Tensor, centroids: torch.Tensor, c_sqnorm: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """‖x − c‖² for all frames and centroids (T, K), float32 via the matmul form, clamped ≥ 0."""
+    x = x.float()
+    if c_sqnorm is None:
+        c_sqnorm = (centroids * centroids).sum(1)
+    d2 = (x * x).sum(1, keepdim=True) - 2.0 * (x @ centroids.T) + c_sqnorm[None, :]
+    return d2.clamp_min_(0.0)
+
+
+@dataclass
+class Codebook:
+    """Centroids (K, D) float32 and the metadata that says where they came from."""
+
+    centroids: np.ndarray
+    meta: Dict[str, Any] = field(default_factory=dict)
+    _cache: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def tensors(self, device: str | torch.device = "cpu"):
+        """Centroids and their squared norms on ``device`` (cached)."""
+        key = str(device)
+        if key not in self._cache:
+            c = torch.from_numpy(self.centroids).to(device)
+            self._cache[key] = c
+            self._cache[key + ":sq"] = (c * c).sum(1)
+        return self._cache[key], self._cache[key + ":sq"]
+
+    def check_features(self, feats: torch.Tensor | np.ndarray, name: str = "features") -> None:
+        """Refuse a (T, D) matrix whose dim differs from the centroids'."""
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise CodebookMismatch(f"{name}: shape {tuple(feats.shape)} does not match codebook dim {self.dim}")
+
+    def check_spec(self, spec: Dict[str, Any], source: str = "features") -> None:
+        """Refuse features whose feature spec (name, layer, checkpoint, dim, ...) differs."""
+        mine = self.meta.get("feature_spec") or {}
+        for key in SPEC_KEYS:
+            if key in mine and key in spec and mine[key] != spec[key]:
+                raise CodebookMismatch(
+                    f"{source}: {key}={spec[key]!r} but codebook {self.meta.get('path', '')} has {key}={mine[key]!r}")
+        if "dim" in spec and int(spec["dim"]) != self.dim:
+            raise CodebookMismatch(f"{source}: dim {spec['dim']} but codebook dim {self.dim}")
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared distances (T, K) of frames to all centroids."""
+        self.check_features(x)
+        c, csq = self.tensors(x.device)
+        return squared_distances(x, c, csq)
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
+        """Hard token ids (T,): the nearest centroid of each frame."""
+        return self.distances(x).argmin(dim=1)
+
+    def save(self, path: os.PathLike | str) -> None:
+        """Write ``path`` (.npy) and its ``.yaml`` sibling atomically."""
+        path = Path(path)
+        save_npy(path, self.centroids.astype(np.float32))
+        meta = {k: v for k, v in self.meta.items() if k != "path"}
+        save_yaml(path.with_suffix(".yaml"), {"n_clusters": self.n_clusters, "dim": self.dim, **meta})
+
+    @classmethod
+    def load(cls, path: os.PathLike | str) -> "Codebook":
+        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: codebook not found")
+        centroids = np.load(path)
+        if centroids.ndim != 2 or not np.isfinite(centroids).all():
+            raise ValueError(f"{path}: expected finite centroids of shape (K, D), got {centroids.shape}")
+        meta = load_yaml(path.with_suffix(".yaml")) if path.with_suffix(".yaml").is_file() else {}
+        if meta and (meta.get("n_clusters"), meta.get("dim")) != centroids.shape:
+            raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
+        meta["path"] = str(path)
+        return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> float:
+    """Sum of squared distances of frames to their nearest centroid (float64 total)."""
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+    csq = (c * c).sum(1)
+    total = 0.0
+    for i in range(0, len(x), batch):
+        d2 = squared_distances(torch.from_numpy(x[i:i + batch]), c, csq)
+        total += float(d2.min(dim=1).values.double().sum())
+    return total
+
+
+def learn_faiss(x: np.ndarray, k: int, seed: int = 0, niter: int = 50, gpu: Optional[bool] = None) -> np.ndarray:
+    """Lloyd k-means with faiss on all given frames (GPU when one is visible)."""
+    import faiss
+
+    use_gpu = (faiss.get_num_gpus() > 0) if gpu is None else gpu
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, gpu=bool(use_gpu), verbose=False,
+                      max_points_per_centroid=max(256, -(-len(x) // k)), spherical=False)
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return np.asarray(km.centroids, dtype=np.float32)
+
+
+def learn_sklearn(x: np.ndarray, k: int, seed: int = 0, max_iter: int = 100, batch_size: int = 10000,
+                  n_init: int = 20, max_no_improvement: int = 100) -> np.ndarray:
+    """MiniBatchKMeans with the ESPnet/fairseq simple_kmeans defaults."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=k, init="k-means++", max_iter=max_iter, batch_size=batch_size,
+                         tol=0.0, max_no_improvement=max_no_improvement, n_init=n_init,
+                         reassignment_ratio=0.0, random_state=seed, compute_labels=False)
+    km.fit(x)
+    return km.cluster_centers_.astype(np.float32)
+
+
+def learn_kmeans(x: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
+                 feature_spec: Optional[Dict[str, Any]] = None, **options: Any) -> Codebook:
+    """Learn a codebook of ``k`` centroids from frames ``x`` (N, D) with ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown k-means backend {backend!r}; choose from {list(BACKENDS)}")
+    if k < 1 or len(x) < k:
+        raise ValueError(f"need at least K={k} frames to learn K centroids, got {len(x)}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    start = time.perf_counter()
+    learn = learn_faiss if backend == "faiss" else learn_sklearn
+    centroids = learn(x, k, seed=seed, **options)
+    seconds = time.perf_counter() - start
+    meta = {"backend": backend, "seed": seed, "options": options, "n_frames": int(len(x)),
+            "inertia": inertia(x, centroids), "train_seconds": round(seconds, 3),
+            "feature_spec": feature_spec or {}}
+    return Codebook(centroids, meta)
