@@ -93,7 +93,26 @@ def _run_dump_tokens(args) -> Dict:
                            dedup_ids=args.dedup, head_conf=args.head_conf)
 
 
-SUBCOMMANDS: List[Callable] = [_add_dump_features, _add_learn_kmeans, _add_dump_tokens]
+def _add_prepare(sub) -> None:
+    from softtok.recipes.corpora import PREPARERS, URLS
+
+    p = sub.add_parser("prepare", help="corpus folder -> Kaldi data dirs",
+                       description="Write Kaldi data dirs (absolute audio paths) for a corpus. Downloads: "
+                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items()))
+    p.add_argument("--corpus", required=True, choices=sorted(PREPARERS))
+    p.add_argument("--corpus-dir", required=True, help="the unpacked corpus folder")
+    p.add_argument("--out-dir", required=True, help="data dirs are written to OUT_DIR/<split>")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args) -> Dict:
+    from softtok.recipes.corpora import PREPARERS
+
+    dirs = PREPARERS[args.corpus](args.corpus_dir, args.out_dir)
+    return {"splits": ",".join(dirs), "output": args.out_dir}
+
+
+SUBCOMMANDS: List[Callable] = [_add_prepare, _add_dump_features, _add_learn_kmeans, _add_dump_tokens]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``softtok`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(args.log_level)
     try:
         summary = args.func(args)
     except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as exc:

@@ -61,8 +61,8 @@ class DataDir:
         return path if os.path.isabs(path) else str(self.path / path)
 
 
-def read_kaldi_map(path: Path, n_fields: Optional[int] = None) -> Dict[str, str]:
-    """Read a ``key value...`` file; keys must be unique and sorted (C locale, bytewise)."""
+def read_kaldi_map(path: Path, n_fields: Optional[int] = None, require_sorted: bool = True) -> Dict[str, str]:
+    """Read a ``key value...`` file; keys must be unique and (unless told otherwise) sorted bytewise."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     result: Dict[str, str] = {}
@@ -79,7 +79,7 @@ def read_kaldi_map(path: Path, n_fields: Optional[int] = None) -> Dict[str, str]
                 raise DataError(f"{path}:{lineno}: key {key!r}: expected {n_fields} fields")
             if key in result:
                 raise DataError(f"{path}:{lineno}: duplicate key {key!r}")
-            if prev is not None and key.encode() < prev.encode():
+            if require_sorted and prev is not None and key.encode() < prev.encode():
                 raise DataError(f"{path}:{lineno}: key {key!r} is not sorted (after {prev!r}); run `LC_ALL=C sort`")
             result[key] = value
             prev = key

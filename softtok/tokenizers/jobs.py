@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.tokenizers.features.base import default_device
 from softtok.tokenizers.fileio import ArkScpWriter, atomic_path, iter_scp, load_yaml, read_scp_entries, save_yaml
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook, learn_kmeans
@@ -23,10 +24,14 @@ from softtok.tokenizers.kmeans import Codebook, learn_kmeans
 logger = logging.getLogger(__name__)
 
 
+_COUNT_KEYS = ("data_dir", "num_utts", "num_frames", "nshard")
+
+
 def feature_spec_of(feats_scp: str | Path) -> Dict[str, Any]:
-    """The feats.yaml beside a feats.scp (empty when features were made elsewhere)."""
+    """What identifies the features of a feats.scp: its feats.yaml less the counts (empty if absent)."""
     meta_path = Path(feats_scp).with_name("feats.yaml")
-    return load_yaml(meta_path) if meta_path.is_file() else {}
+    meta = load_yaml(meta_path) if meta_path.is_file() else {}
+    return {k: v for k, v in meta.items() if k not in _COUNT_KEYS}
 
 
 def load_frames(feats_scp: str | Path, portion: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -68,7 +73,7 @@ def run_learn_kmeans(feats: str, n_clusters: int, backend: str, out: str, portio
 
 def topk_matrix(tokens: TokenInput) -> np.ndarray:
     """The soft top-k ark layout: float32 (T, 2k), columns [ids (exact integers) | weights]."""
-    return torch.cat([tokens.ids.float(), tokens.weights], dim=1).numpy()
+    return torch.cat([tokens.ids.float(), tokens.weights], dim=1).cpu().numpy()
 
 
 def split_topk_matrix(matrix: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -95,6 +100,7 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
     codebook.check_spec(feature_spec_of(feats), source=str(feats))
     conf = {**(head_conf or {}), **{k: v for k, v in {"tau": tau, "top_k": top_k}.items() if v is not None}}
     the_head = build_head(head, codebook, **conf)
+    device = default_device()  # distances on the GPU when one is visible
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_utts = n_frames = 0
@@ -105,7 +111,7 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
             output = out / "tokens.txt"
             with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 for key, mat in items:
-                    ids = the_head(_as_tensor(mat, key, codebook)).ids.numpy()
+                    ids = the_head(_as_tensor(mat, key, codebook, device)).ids.cpu().numpy()
                     ids = dedup(ids) if dedup_ids else ids
                     f.write(key + " " + " ".join(map(str, ids.tolist())) + "\n")
                     n_utts, n_frames = n_utts + 1, n_frames + len(mat)
@@ -113,9 +119,9 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
             output = out / "tokens.scp"
             with ArkScpWriter(out / "tokens.ark", output) as writer:
                 for key, mat in items:
-                    tokens = the_head(_as_tensor(mat, key, codebook))
-                    matrix = {"topk": topk_matrix, "probs": lambda t: t.probs.numpy(),
-                              "feats": lambda t: t.feats.numpy()}[tokens.kind](tokens)
+                    tokens = the_head(_as_tensor(mat, key, codebook, device))
+                    matrix = {"topk": topk_matrix, "probs": lambda t: t.probs.cpu().numpy(),
+                              "feats": lambda t: t.feats.cpu().numpy()}[tokens.kind](tokens)
                     writer.write(key, matrix)
                     n_utts, n_frames = n_utts + 1, n_frames + len(mat)
     layout = {"hard": "text: utt id id ...", "probs": "ark float32 (T, K) probabilities",
@@ -130,6 +136,6 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
             "output": str(output)}
 
 
-def _as_tensor(mat: np.ndarray, key: str, codebook: Codebook) -> torch.Tensor:
+def _as_tensor(mat: np.ndarray, key: str, codebook: Codebook, device: str) -> torch.Tensor:
     codebook.check_features(mat, name=f"utterance {key!r}")
-    return torch.from_numpy(np.asarray(mat, dtype=np.float32))
+    return torch.from_numpy(np.asarray(mat, dtype=np.float32)).to(device)

@@ -122,14 +122,32 @@ def inertia(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> float:
     return total
 
 
-def learn_faiss(x: np.ndarray, k: int, seed: int = 0, niter: int = 50, gpu: Optional[bool] = None) -> np.ndarray:
-    """Lloyd k-means with faiss on all given frames (GPU when one is visible)."""
+def kmeans_plusplus_init(x: np.ndarray, k: int, seed: int = 0, sample: int = 40) -> np.ndarray:
+    """k-means++ seeds drawn from a random subset of ``sample × k`` frames (cheap, robust start)."""
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(seed)
+    subset = x if len(x) <= sample * k else x[rng.choice(len(x), sample * k, replace=False)]
+    centres, _ = kmeans_plusplus(subset, k, random_state=seed)
+    return np.ascontiguousarray(centres, dtype=np.float32)
+
+
+def learn_faiss(x: np.ndarray, k: int, seed: int = 0, niter: int = 50, init: str = "k-means++",
+                gpu: Optional[bool] = None) -> np.ndarray:
+    """Lloyd k-means with faiss on all given frames (GPU when one is visible).
+
+    ``init="k-means++"`` seeds from k-means++ (faiss's own random init can leave
+    clusters merged); ``"random"`` is faiss's default.
+    """
     import faiss
 
+    if init not in ("k-means++", "random"):
+        raise ValueError(f"faiss k-means: init must be 'k-means++' or 'random', got {init!r}")
     use_gpu = (faiss.get_num_gpus() > 0) if gpu is None else gpu
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, gpu=bool(use_gpu), verbose=False,
                       max_points_per_centroid=max(256, -(-len(x) // k)), spherical=False)
-    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    seeds = kmeans_plusplus_init(x, k, seed) if init == "k-means++" else None
+    km.train(np.ascontiguousarray(x, dtype=np.float32), init_centroids=seeds)
     return np.asarray(km.centroids, dtype=np.float32)
 
 

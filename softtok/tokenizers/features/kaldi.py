@@ -9,6 +9,12 @@ import torchaudio.functional as AF
 from softtok.tokenizers.features.base import Featurizer, register_featurizer
 
 _INT16_SCALE = 32768.0  # Kaldi works on 16-bit sample values
+_WINDOW = 400  # 25 ms at 16 kHz: shorter input has no frame
+
+
+def _no_frames(wave_16k: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """An empty (0, dim) result for input shorter than one window (Kaldi would assert)."""
+    return torch.zeros(0, dim) if wave_16k.numel() < _WINDOW else None
 
 
 def _cmn(feats: torch.Tensor) -> torch.Tensor:
@@ -29,6 +35,9 @@ class MFCC(Featurizer):
         self.dim = num_ceps * (3 if deltas else 1)
 
     def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
+        empty = _no_frames(wave_16k, self.dim)
+        if empty is not None:
+            return empty
         feats = kaldi.mfcc(wave_16k.view(1, -1) * _INT16_SCALE, sample_frequency=16000.0,
                            num_ceps=self.num_ceps, num_mel_bins=self.num_mel_bins, dither=0.0)
         if self.deltas:
@@ -54,6 +63,9 @@ class Fbank(Featurizer):
         self.dim = num_mel_bins
 
     def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
+        empty = _no_frames(wave_16k, self.dim)
+        if empty is not None:
+            return empty
         feats = kaldi.fbank(wave_16k.view(1, -1) * _INT16_SCALE, sample_frequency=16000.0,
                             num_mel_bins=self.num_mel_bins, dither=0.0)
         return (_cmn(feats) if self.cmn else feats).contiguous()

@@ -1,0 +1,84 @@
+"""Corpus preparation: ``prepare_<corpus>(corpus_dir, out_dir)`` -> Kaldi data dirs.
+
+Each function validates the corpus layout before writing anything, writes absolute
+audio paths, and returns ``{split: data_dir}``. Download locations are in ``URLS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, Sequence
+
+from softtok.tokenizers.datadir import DataError, load_data_dir, read_kaldi_map, write_data_dir, write_kaldi_map
+
+logger = logging.getLogger(__name__)
+
+URLS = {
+    "speechocean762": "https://www.openslr.org/resources/101/speechocean762.tar.gz "
+                      "(or github.com/jimbozhang/speechocean762)",
+    "fsdd": "https://github.com/Jakobovski/free-spoken-digit-dataset (recordings/*.wav, 8 kHz)",
+}
+DIGIT_WORDS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
+
+
+def _require(path: Path, corpus: str) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: not found; is this a {corpus} folder? Download: {URLS[corpus]}")
+
+
+def _speechocean_audio(corpus: Path, split: str, path: str) -> str:
+    """Absolute audio path: the release's paths are relative to the corpus (or the split) folder."""
+    for base in (corpus, corpus / split):
+        if (base / path).is_file():
+            return str(base / path)
+    raise DataError(f"{corpus / split / 'wav.scp'}: audio {path!r} not found under {corpus}")
+
+
+def prepare_speechocean762(corpus_dir: str | Path, out_dir: str | Path,
+                           splits: Sequence[str] = ("train", "test")) -> Dict[str, Path]:
+    """Copy speechocean762's Kaldi files per split with absolute audio paths (+ spk2age, spk2gender)."""
+    corpus = Path(corpus_dir).resolve()
+    for split in splits:
+        for name in ("wav.scp", "text", "utt2spk"):
+            _require(corpus / split / name, "speechocean762")
+    result = {}
+    for split in splits:
+        src = load_data_dir(corpus / split, require_text=True)
+        wav = {u: _speechocean_audio(corpus, split, src.wav_scp[u]) for u in src.utt_ids}
+        dest = write_data_dir(Path(out_dir) / split, wav, src.text, src.utt2spk)
+        for extra in ("spk2age", "spk2gender"):
+            if (corpus / split / extra).is_file():
+                write_kaldi_map(dest / extra, read_kaldi_map(corpus / split / extra, require_sorted=False))
+        load_data_dir(dest, require_text=True)  # what we wrote must pass validation
+        logger.info("speechocean762 %s: %d utterances -> %s", split, len(wav), dest)
+        result[split] = dest
+    return result
+
+
+def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> Dict[str, Path]:
+    """All FSDD recordings as one data dir ``fsdd``: utt ``<speaker>_<digit>_<index>``, text the digit word."""
+    corpus = Path(corpus_dir).resolve()
+    _require(corpus / "recordings", "fsdd")
+    wav, text, utt2spk = {}, {}, {}
+    for path in sorted((corpus / "recordings").iterdir()):
+        parts = path.stem.split("_")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            raise DataError(f"{path}: expected <digit>_<speaker>_<index>.<ext>")
+        digit, speaker, index = parts
+        utt = f"{speaker}_{digit}_{int(index):02d}"
+        wav[utt], text[utt], utt2spk[utt] = str(path), DIGIT_WORDS[int(digit)], speaker
+    if not wav:
+        raise DataError(f"{corpus / 'recordings'}: no recordings")
+    dest = write_data_dir(Path(out_dir) / "fsdd", wav, text, utt2spk)
+    if (corpus / "speakers.tsv").is_file():
+        rows = [line.split("\t") for line in (corpus / "speakers.tsv").read_text().splitlines()[1:] if line]
+        write_kaldi_map(dest / "spk2accent", {r[0]: r[2] for r in rows if r[0] in set(utt2spk.values())})
+    logger.info("fsdd: %d utterances -> %s", len(wav), dest)
+    return {"fsdd": dest}
+
+
+PREPARERS: Dict[str, Callable[..., Dict[str, Path]]] = {
+    "speechocean762": prepare_speechocean762,
+    "fsdd": prepare_fsdd,
+}

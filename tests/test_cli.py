@@ -1,0 +1,92 @@
+"""The three CLI commands on real speechocean762 audio, as a user runs them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import needs_shared, needs_whisper
+from softtok.cli import main
+from softtok.tokenizers.fileio import load_scp_dict, load_yaml
+from softtok.tokenizers.jobs import dedup, split_topk_matrix
+
+
+@needs_shared
+@needs_whisper
+def test_whisper_pipeline_end_to_end(so_data, tmp_path, caplog):
+    feats = tmp_path / "feats"
+    assert main(["dump-features", "--data-dir", str(so_data), "--feature", "whisper",
+                 "--out-dir", str(feats), "--nj", "2"]) == 0
+    assert "dump-features done: shards=2" in caplog.text and "utts=12" in caplog.text
+    km = tmp_path / "km" / "k32.npy"
+    assert main(["learn-kmeans", "--feats", str(feats / "feats.scp"), "--n-clusters", "32",
+                 "--backend", "faiss", "--portion", "0.5", "--out", str(km)]) == 0
+    meta = load_yaml(km.with_suffix(".yaml"))
+    assert meta["n_clusters"] == 32 and meta["dim"] == 384 and meta["feature_spec"]["feature"] == "whisper"
+
+    assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "hard",
+                 "--out-dir", str(tmp_path / "hard")]) == 0
+    lines = (tmp_path / "hard" / "tokens.txt").read_text().splitlines()
+    feats_by_utt = load_scp_dict(feats / "feats.scp")
+    assert len(lines) == 12
+    hard = {line.split()[0]: np.array(line.split()[1:], dtype=int) for line in lines}
+    assert all(len(hard[u]) == len(f) and hard[u].max() < 32 for u, f in feats_by_utt.items())
+
+    assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "hard",
+                 "--dedup", "--out-dir", str(tmp_path / "dedup")]) == 0
+    first = (tmp_path / "dedup" / "tokens.txt").read_text().splitlines()[0].split()
+    assert np.array_equal(np.array(first[1:], dtype=int), dedup(hard[first[0]]))
+
+    assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+                 "--tau", "1e-9", "--top-k", "8", "--out-dir", str(tmp_path / "soft")]) == 0
+    soft = load_scp_dict(tmp_path / "soft" / "tokens.scp")
+    for utt, matrix in soft.items():
+        ids, weights = split_topk_matrix(matrix)
+        assert ids.shape == (len(hard[utt]), 8) and np.allclose(weights.sum(1), 1.0)
+        assert np.array_equal(ids[:, 0], hard[utt])  # tiny tau: the top-1 is the hard token
+    assert "(T, 2k)" in load_yaml(tmp_path / "soft" / "tokens.yaml")["layout"]
+
+    assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+                 "--head-conf", "{tau: 100}", "--out-dir", str(tmp_path / "dense")]) == 0
+    dense = load_scp_dict(tmp_path / "dense" / "tokens.scp")
+    assert all(m.shape == (len(hard[u]), 32) and np.allclose(m.sum(1), 1.0, atol=1e-5) for u, m in dense.items())
+
+
+@needs_shared
+def test_cli_errors_are_one_line(so_data, tmp_path, caplog):
+    feats = tmp_path / "feats"
+    assert main(["dump-features", "--data-dir", str(so_data), "--feature", "mfcc", "--out-dir", str(feats)]) == 0
+    km = tmp_path / "km.npy"
+    assert main(["learn-kmeans", "--feats", str(feats / "feats.scp"), "--n-clusters", "8", "--out", str(km)]) == 0
+    cases = [
+        (["dump-features", "--data-dir", str(tmp_path / "nope"), "--feature", "mfcc", "--out-dir", "x"],
+         "data directory not found"),
+        (["dump-features", "--data-dir", str(so_data), "--feature", "mfcc", "--out-dir", "x", "--shard", "9/2"],
+         "--shard"),
+        (["learn-kmeans", "--feats", str(tmp_path / "no.scp"), "--n-clusters", "8", "--out", "y.npy"],
+         "no.scp: file not found"),
+        (["learn-kmeans", "--feats", str(feats / "feats.scp"), "--n-clusters", "8", "--portion", "0",
+          "--out", "y.npy"], "--portion must be in (0, 1]"),
+        (["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+          "--out-dir", "z"], "needs --tau"),
+        (["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+          "--tau", "1", "--top-k", "9", "--out-dir", "z"], "top_k=9 must be in [1, K=8]"),
+        (["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+          "--tau", "1", "--dedup", "--out-dir", "z"], "--dedup applies to hard tokens only"),
+    ]
+    for argv, message in cases:
+        caplog.clear()
+        assert main(argv) == 1, argv
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], (argv, errors)
+
+
+def test_console_script_help():
+    exe = shutil.which("softtok") or str(sys.executable).replace("python", "softtok")
+    for sub in ("dump-features", "learn-kmeans", "dump-tokens"):
+        out = subprocess.run([exe, sub, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "--out" in out and f"softtok {sub}" in out

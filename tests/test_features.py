@@ -1,0 +1,113 @@
+"""Featurizers (mfcc, fbank, whisper) and the sharded, resumable feature dump."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import needs_shared, needs_whisper
+from softtok.tokenizers.audio import AudioError
+from softtok.tokenizers.datadir import load_data_dir, write_data_dir
+from softtok.tokenizers.dump_features import dump_features, parse_shard, shard_slice
+from softtok.tokenizers.features import build_featurizer
+from softtok.tokenizers.fileio import load_scp_dict, load_yaml
+from softtok.tokenizers.audio import read_utterance
+
+
+def test_mfcc_and_fbank_shapes():
+    wave = torch.randn(16000) * 0.1
+    mfcc = build_featurizer("mfcc")
+    assert mfcc.dim == 39 and mfcc.frame_rate == 100
+    out = mfcc(wave)
+    assert out.shape == (98, 39) and torch.isfinite(out).all()  # Kaldi: 25 ms window, 10 ms shift, snip edges
+    plain = build_featurizer("mfcc", deltas=False)
+    assert torch.allclose(out[:, :13], plain(wave))
+    fbank = build_featurizer("fbank", num_mel_bins=40, cmn=True)
+    fb = fbank(wave)
+    assert fb.shape == (98, 40) and fb.mean(0).abs().max() < 1e-4
+
+
+def test_unknown_feature_and_option():
+    with pytest.raises(ValueError, match="unknown feature 'mel'"):
+        build_featurizer("mel")
+    with pytest.raises(ValueError, match="bad options"):
+        build_featurizer("mfcc", layer=3)
+
+
+@needs_whisper
+def test_whisper_real_length_and_equal_length_batching():
+    whisper = build_featurizer("whisper")
+    assert whisper.dim == 384 and whisper.frame_rate == 50
+    torch.manual_seed(0)
+    a, b, c = torch.randn(16000) * 0.1, torch.randn(16000) * 0.1, torch.randn(24000) * 0.1
+    fa = whisper(a)
+    assert fa.shape == (50, 384)  # 1 s at 50 frames/s: the real length, not 30 s of padding
+    assert whisper(c).shape == (75, 384)
+    batched = whisper.batch([a, c, b])
+    assert [f.shape[0] for f in batched] == [50, 75, 50]
+    assert torch.allclose(batched[0], fa, atol=1e-4)  # equal lengths batched together: unchanged
+
+
+@needs_whisper
+def test_whisper_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model.bin"):
+        build_featurizer("whisper", checkpoint=str(tmp_path))
+
+
+@needs_shared
+def test_dump_sharded_equals_single_and_resumes(so_data, tmp_path):
+    one = dump_features(str(so_data), "mfcc", str(tmp_path / "one"))
+    two = dump_features(str(so_data), "mfcc", str(tmp_path / "two"), nj=2)
+    assert one["utts"] == two["utts"] == 12 and one["frames"] == two["frames"]
+    a, b = load_scp_dict(tmp_path / "one" / "feats.scp"), load_scp_dict(tmp_path / "two" / "feats.scp")
+    assert list(a) == sorted(a) == list(b)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    meta = load_yaml(tmp_path / "two" / "feats.yaml")
+    assert meta["feature"] == "mfcc" and meta["dim"] == 39 and meta["num_frames"] == one["frames"]
+    assert not list((tmp_path / "two").rglob("*.tmp.*"))
+    # Resume: a finished shard is skipped (its ark untouched), a missing one is redone.
+    done0 = tmp_path / "two" / "shards" / "feats_0_2.ark"
+    mtime = done0.stat().st_mtime_ns
+    (tmp_path / "two" / "shards" / "feats_1_2.done").unlink()
+    (tmp_path / "two" / "feats.scp").unlink()
+    again = dump_features(str(so_data), "mfcc", str(tmp_path / "two"), nj=2)
+    assert again["frames"] == one["frames"] and done0.stat().st_mtime_ns == mtime
+
+
+@needs_shared
+def test_array_job_shards_merge_when_all_done(so_data, tmp_path):
+    out = tmp_path / "arr"
+    first = dump_features(str(so_data), "fbank", str(out), shard="1/3")
+    assert "utts" not in first and not (out / "feats.scp").exists()  # waits for the other shards
+    dump_features(str(so_data), "fbank", str(out), shard="0/3")
+    last = dump_features(str(so_data), "fbank", str(out), shard="2/3")
+    assert last["utts"] == 12 and list(load_scp_dict(out / "feats.scp")) == load_data_dir(so_data).utt_ids
+
+
+def test_shard_spec_errors_and_slices():
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "-1/2", "a/b", "3"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    covered = [i for r in range(3) for i in range(*shard_slice(10, r, 3))]
+    assert covered == list(range(10))
+
+
+def test_dump_fails_cleanly_on_bad_audio(tmp_path, tone_dir):
+    # utt_b is made unreadable: the job names it and leaves no output behind.
+    (tmp_path / "b.flac").write_bytes(b"not audio")
+    with pytest.raises(AudioError, match="'utt_b'"):
+        dump_features(str(tone_dir), "mfcc", str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "feats.scp").exists()
+    assert not list((tmp_path / "out").rglob("*.ark")) and not list((tmp_path / "out").rglob("*.tmp.*"))
+
+
+def test_too_short_utterance(tmp_path):
+    from conftest import write_wave
+
+    write_wave(tmp_path / "s.wav", np.zeros(200) + 0.01)
+    data = write_data_dir(tmp_path / "d", {"short": str(tmp_path / "s.wav")})
+    assert read_utterance(load_data_dir(data), "short").numel() == 200
+    with pytest.raises(AudioError, match="'short': too short"):
+        dump_features(str(data), "mfcc", str(tmp_path / "o"))
