@@ -138,4 +138,4 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
 
 def _as_tensor(mat: np.ndarray, key: str, codebook: Codebook, device: str) -> torch.Tensor:
     codebook.check_features(mat, name=f"utterance {key!r}")
-    return torch.from_numpy(np.asarray(mat, dtype=np.float32)).to(device)
+    return torch.from_numpy(np.array(mat, dtype=np.float32)).to(device)  # copy: kaldiio may memory-map
