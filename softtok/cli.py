@@ -129,6 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(args.log_level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-variant probe
     try:
         summary = args.func(args)
     except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as exc:

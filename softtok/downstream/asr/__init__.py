@@ -1,0 +1,1 @@
+"""Token ASR: model from espnet2 modules, training, decoding."""

@@ -1,0 +1,158 @@
+"""Decode a trained TokenASR model with any head: CTC greedy (batched) or joint CTC/attention beam search.
+
+    python -m softtok.downstream.asr.decode --exp-dir exp/asr_hard_k128 \\
+        --feats dump/whisper/test/feats.scp --text data/test/text \\
+        --head soft --tau 2.0 --search greedy --out-dir exp/asr_hard_k128/decode_soft_tau2_greedy/test
+
+The out dir gets ``hyp``, ``ref``, ``wer.txt``, ``per_utt.txt``, ``score.yaml`` and
+``decode.yaml`` (settings and timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.asr.train import load_trained
+from softtok.downstream.scoring import write_score_dir
+from softtok.tokenizers.datadir import read_kaldi_map
+from softtok.tokenizers.fileio import save_yaml
+from softtok.tokenizers.heads import Head, build_head
+from softtok.tokenizers.jobs import feature_spec_of
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+SEARCHES = ("greedy", "beam")
+
+
+def decode_dir_name(head: Head, search: str, beam_size: int = 10) -> str:
+    """``decode_<head settings>_<search>``, e.g. ``decode_soft_tau2_topk32_beam10``."""
+    return f"decode_{head.settings()}_{search}{beam_size if search == 'beam' else ''}"
+
+
+class TokenASRInference:
+    """A trained model plus a head: text from features, for any head the model accepts."""
+
+    def __init__(self, exp_dir: str, head: str = "hard", head_conf: Optional[Dict[str, Any]] = None,
+                 search: str = "greedy", beam_size: int = 10, ctc_weight: Optional[float] = None,
+                 checkpoint: str = "model.pth", device: str = "cpu"):
+        if search not in SEARCHES:
+            raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
+        self.model, self.config, self.tokenizer = load_trained(exp_dir, checkpoint, device)
+        self.device = device
+        discrete = self.config.get("n_tokens") is not None
+        if discrete == (head == "continuous"):
+            raise ValueError(f"head {head!r} does not fit a {'discrete' if discrete else 'continuous'} model "
+                             f"({exp_dir})")
+        self.codebook = Codebook.load(self.config["kmeans"]) if self.config.get("kmeans") else None
+        self.head = build_head(head, self.codebook, **(head_conf or {}))
+        self.search, self.beam_size = search, beam_size
+        self.ctc_weight = self.config["model"].get("ctc_weight", 0.3) if ctc_weight is None else ctc_weight
+        self._beam = self._build_beam_search() if search == "beam" else None
+
+    def _build_beam_search(self):
+        from espnet.nets.batch_beam_search import BatchBeamSearch
+        from espnet.nets.scorers.ctc import CTCPrefixScorer
+
+        model = self.model
+        if model.decoder is None:
+            raise ValueError("beam search needs the attention decoder (this model has ctc_weight=1)")
+        scorers = {"decoder": model.decoder, "ctc": CTCPrefixScorer(model.ctc, model.eos)}
+        weights = {"decoder": 1.0 - self.ctc_weight, "ctc": self.ctc_weight}
+        return BatchBeamSearch(scorers=scorers, weights=weights, beam_size=self.beam_size,
+                               vocab_size=model.vocab_size, sos=model.sos, eos=model.eos,
+                               token_list=self.tokenizer.token_list, pre_beam_score_key="full").to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, data: TokenASRData, groups: List[List[str]]) -> Dict[str, str]:
+        """Hypotheses of every utterance in ``groups`` (batches for greedy, utterances for beam)."""
+        hyps: Dict[str, str] = {}
+        with logging_redirect_tqdm():
+            for group in tqdm(groups, desc=f"decode {self.head.settings()} {self.search}", unit="batch"):
+                utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
+                enc, enc_lens = self.model.encode(tokens, lengths)
+                if self.search == "greedy":
+                    best = self.model.ctc.argmax(enc)
+                    for i, utt in enumerate(utts):
+                        ids = torch.unique_consecutive(best[i, :enc_lens[i]]).tolist()
+                        hyps[utt] = self.tokenizer.decode([t for t in ids if t != 0])
+                else:
+                    for i, utt in enumerate(utts):
+                        nbest = self._beam(enc[i, :enc_lens[i]], maxlenratio=0.0, minlenratio=0.0)
+                        hyps[utt] = self.tokenizer.decode(nbest[0].yseq.tolist()) if nbest else ""
+        return hyps
+
+
+def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, head: str = "hard",
+           head_conf: Optional[Dict[str, Any]] = None, search: str = "greedy", beam_size: int = 10,
+           batch_frames: int = 20000, ctc_weight: Optional[float] = None) -> Dict[str, Any]:
+    """Decode one set and score it when ``text`` is given; writes ``out_dir``."""
+    inference = TokenASRInference(exp_dir, head, head_conf, search, beam_size, ctc_weight)
+    if inference.codebook is not None:
+        inference.codebook.check_spec(feature_spec_of(feats), source=feats)
+    data = TokenASRData(feats)
+    groups = data.batches(batch_frames) if search == "greedy" else [[u] for u in data.utts]
+    t0 = time.perf_counter()
+    hyps = inference(data, groups)
+    seconds = time.perf_counter() - t0
+    out = Path(out_dir)
+    result: Dict[str, Any] = {"utts": len(hyps), "seconds": round(seconds, 2)}
+    if text is not None:
+        refs = read_kaldi_map(Path(text))
+        refs = {u: refs[u] for u in hyps} if set(hyps) <= set(refs) else refs
+        result.update({k: v for k, v in write_score_dir(out, refs, hyps).items() if k in ("wer", "cer")})
+    else:
+        from softtok.tokenizers.datadir import write_kaldi_map
+
+        write_kaldi_map(out / "hyp", hyps)
+    save_yaml(out / "decode.yaml", {"exp_dir": str(exp_dir), "feats": str(feats), "head": head,
+                                    "head_conf": head_conf or {}, "settings": inference.head.settings(),
+                                    "search": search, "beam_size": beam_size, "ctc_weight": inference.ctc_weight,
+                                    **result})
+    return {**result, "output": str(out)}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    from softtok.downstream.asr.train import _yaml_arg
+
+    p = argparse.ArgumentParser(description="Decode with a trained token ASR model.")
+    p.add_argument("--exp-dir", required=True)
+    p.add_argument("--feats", required=True)
+    p.add_argument("--text", help="reference transcripts: score when given")
+    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
+    p.add_argument("--tau", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--head-conf", type=_yaml_arg, default={})
+    p.add_argument("--search", default="greedy", choices=SEARCHES)
+    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
+    p.add_argument("--batch-frames", type=int, default=20000)
+    p.add_argument("--out-dir", required=True)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    head_conf = {**args.head_conf, **{k: v for k, v in {"tau": args.tau, "top_k": args.top_k}.items() if v}}
+    try:
+        summary = decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf, args.search,
+                         args.beam_size, args.batch_frames, args.ctc_weight)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("decode: %s", exc)
+        return 1
+    logger.info("decode done: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

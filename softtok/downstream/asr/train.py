@@ -1,0 +1,221 @@
+"""Train a TokenASR model from a YAML config: seeded, checkpointed every epoch, resumable.
+
+``exp_dir`` gets ``train.log``, ``config.yaml`` (everything needed to rebuild the model),
+``checkpoints/epoch<N>.pth`` and, at the end, ``model.pth``: the average of the
+``keep_nbest`` checkpoints with the lowest validation loss (as ESPnet's
+``valid.loss.ave``).
+
+    python -m softtok.downstream.asr.train --config conf/train.yaml \\
+        --train-feats dump/whisper/train/feats.scp --train-text data/train/text \\
+        --valid-feats dump/whisper/dev/feats.scp --valid-text data/dev/text \\
+        --kmeans exp/kmeans_k128.npy --head hard --exp-dir exp/asr_hard_k128
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from softtok.downstream.asr.data import TokenASRData, iterate
+from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.tokenizers.datadir import read_kaldi_map
+from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
+from softtok.tokenizers.heads import build_head
+from softtok.tokenizers.jobs import feature_spec_of
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: Dict[str, Any] = {
+    "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
+    "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
+}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: Dict[str, Any]) -> TokenASR:
+    """Rebuild the model from an experiment's config.yaml contents."""
+    return TokenASR(vocab_size=len(config["token_list"]), n_tokens=config.get("n_tokens"),
+                    feat_dim=config.get("feat_dim"), **config["model"])
+
+
+def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
+    """(model in eval mode, config, CharTokenizer) of a trained experiment."""
+    exp = Path(exp_dir)
+    config = load_yaml(exp / "config.yaml")
+    model = build_model(config)
+    model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
+    tokenizer = CharTokenizer(config["token_list"][2:-1])
+    return model.to(device).eval(), config, tokenizer
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
+               desc="") -> Dict[str, float]:
+    """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
+    model.train(optimizer is not None)
+    totals: Dict[str, float] = {}
+    n = 0
+    with torch.set_grad_enabled(optimizer is not None), logging_redirect_tqdm():
+        for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer), total=len(groups),
+                                                   desc=desc, unit="batch", leave=False):
+            loss, stats = model(tokens, lengths, ys, y_lens)
+            if optimizer is not None:
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if torch.isfinite(grad_norm):
+                    optimizer.step()
+                scheduler.step()
+            weight = len(lengths)
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v * weight
+            n += weight
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last)."""
+    states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
+    avg = {}
+    for key, value in states[-1].items():
+        avg[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype) \
+            if value.is_floating_point() else value
+    return avg
+
+
+def train(config_path: str, train_feats: str, train_text: str, valid_feats: str, valid_text: str,
+          exp_dir: str, head: str = "hard", kmeans: Optional[str] = None,
+          head_conf: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train (or resume) one experiment and write the averaged ``model.pth``."""
+    exp = Path(exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(exp / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
+                      head_conf or {}, overrides or {})
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
+           head_conf, overrides) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
+    seed_everything(conf["seed"])
+    torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
+    codebook = Codebook.load(kmeans) if kmeans else None
+    if codebook is not None:
+        codebook.check_spec(feature_spec_of(train_feats), source=train_feats)
+    head = build_head(head_name, codebook, **head_conf)
+    train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
+    valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
+    tokenizer = CharTokenizer.from_texts(list(train_data.text.values()))
+    feat_dim = next(iter(train_data.feats.values())).shape[1]
+    discrete = head_name != "continuous"
+    config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf,
+              "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
+              "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
+    save_yaml(exp / "config.yaml", config)
+    model = build_model(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %.2fM parameters, %d train / %d valid utts, vocab %d, head %s",
+                n_params / 1e6, len(train_data.utts), len(valid_data.utts), len(tokenizer), head.settings())
+    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
+    warmup = conf["warmup_steps"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # Noam-style warmup then 1/sqrt decay (ESPnet WarmupLR)
+        optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+    ckpt_dir = exp / "checkpoints"
+    history: List[Dict[str, float]] = []
+    start_epoch = 1
+    done = sorted(ckpt_dir.glob("epoch*.pth"), key=lambda p: int(p.stem[5:]))
+    if done:
+        state = torch.load(done[-1], map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        logger.info("resumed from %s", done[-1])
+    valid_groups = valid_data.batches(conf["batch_frames"])
+    for epoch in range(start_epoch, conf["max_epoch"] + 1):
+        groups = train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch)
+        tr = _run_epoch(model, train_data, groups, head, tokenizer, optimizer, scheduler, conf["grad_clip"],
+                        desc=f"epoch {epoch} train")
+        va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid")
+        history.append({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
+                        **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"]})
+        logger.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "epoch"))
+        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "rng": torch.get_rng_state(), "epoch": epoch, "history": history}, ckpt_dir / f"epoch{epoch}.pth")
+    best = sorted(history, key=lambda h: h["valid_loss"])[:conf["keep_nbest"]]
+    _save(average_checkpoints([ckpt_dir / f"epoch{h['epoch']}.pth" for h in best]), exp / "model.pth")
+    save_yaml(exp / "history.yaml", {"history": history, "averaged_epochs": [h["epoch"] for h in best]})
+    summary = {"epochs": len(history), "best_valid_loss": round(best[0]["valid_loss"], 4),
+               "averaged": [h["epoch"] for h in best], "seconds": round(time.perf_counter() - t0, 1),
+               "output": str(exp / "model.pth")}
+    logger.info("training done: %s", summary)
+    return summary
+
+
+def _yaml_arg(text: str) -> Dict[str, Any]:
+    import yaml
+
+    value = yaml.safe_load(text) if text else {}
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
+    return value
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a token ASR model (hybrid CTC/attention).")
+    p.add_argument("--config", required=True)
+    p.add_argument("--train-feats", required=True)
+    p.add_argument("--train-text", required=True)
+    p.add_argument("--valid-feats", required=True)
+    p.add_argument("--valid-text", required=True)
+    p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
+    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
+    p.add_argument("--head-conf", type=_yaml_arg, default={}, help="e.g. '{tau: 2.0, top_k: 32}' for soft/soft")
+    p.add_argument("--exp-dir", required=True)
+    p.add_argument("--override", type=_yaml_arg, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        train(args.config, args.train_feats, args.train_text, args.valid_feats, args.valid_text, args.exp_dir,
+              args.head, args.kmeans, args.head_conf, args.override)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("train: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
