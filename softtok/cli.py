@@ -112,7 +112,23 @@ def _run_prepare(args) -> Dict:
     return {"splits": ",".join(dirs), "output": args.out_dir}
 
 
-SUBCOMMANDS: List[Callable] = [_add_prepare, _add_dump_features, _add_learn_kmeans, _add_dump_tokens]
+def _add_subset_data(sub) -> None:
+    p = sub.add_parser("subset-data", help="copy N evenly spaced utterances of a data dir",
+                       description="A smaller Kaldi data dir (for smoke runs and quick trials).")
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.set_defaults(func=_run_subset_data)
+
+
+def _run_subset_data(args) -> Dict:
+    from softtok.tokenizers.datadir import load_data_dir, subset_data_dir
+
+    out = subset_data_dir(args.src, args.out, args.n)
+    return {"utts": len(load_data_dir(out)), "output": str(out)}
+
+
+SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_dump_tokens]
 
 
 def build_parser() -> argparse.ArgumentParser:

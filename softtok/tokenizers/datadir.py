@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
+
 from softtok.tokenizers.fileio import atomic_write_text
 
 
@@ -158,3 +160,23 @@ def write_data_dir(path: os.PathLike | str, wav_scp: Dict[str, str], text: Optio
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     write_kaldi_map(path / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
     return path
+
+
+def subset_data_dir(src: os.PathLike | str, dest: os.PathLike | str, n_utts: int) -> Path:
+    """Copy ``n_utts`` evenly spaced utterances of a data dir (all its per-utt and per-speaker files)."""
+    data = load_data_dir(src)
+    if data.segments is not None:
+        raise DataError(f"{src}: subsetting a data dir with segments is not supported")
+    if n_utts < 1:
+        raise DataError(f"{src}: subset size must be >= 1, got {n_utts}")
+    utts = data.utt_ids
+    keep = [utts[i] for i in sorted({int(j) for j in np.linspace(0, len(utts) - 1, min(n_utts, len(utts)))})]
+    wav = {u: data.resolve(data.wav_scp[u]) for u in keep}
+    out = write_data_dir(dest, wav, {u: data.text[u] for u in keep} if data.text else None,
+                         {u: data.utt2spk[u] for u in keep} if data.utt2spk else None)
+    speakers = set((data.utt2spk or {u: u for u in keep}).get(u, u) for u in keep)
+    for extra in sorted(Path(src).glob("spk2*")):
+        if extra.name != "spk2utt":
+            table = read_kaldi_map(extra, require_sorted=False)
+            write_kaldi_map(out / extra.name, {s: v for s, v in table.items() if s in speakers})
+    return out

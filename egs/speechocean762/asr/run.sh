@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# speechocean762 token ASR: train on hard k-means tokens, decode hard / soft(τ from dev) / continuous,
+# in domain (test, adults/children) and out of domain (babble noise at 10/0 dB, accented FSDD digits).
+# Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=1
+stop_stage=9
+data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
+feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
+ks="128 1024"                          # k-means codebook sizes
+train_conf=conf/train_cpu.yaml
+tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
+search=greedy                          # greedy | beam (joint CTC/attention, slow on CPU)
+nj=2
+smoke=false                            # tiny subsets and model: every stage in about two minutes
+data=data
+dump=dump
+exp_dir=exp
+results_dir=.
+. ../../tools/stage.sh "$@"
+
+if [ "$smoke" = true ]; then
+  ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"
+fi
+py=${PYTHON:-python}
+softtok="$py -m softtok.cli"
+test_sets="test test_noisy_10db test_noisy_0db fsdd"
+feat_sets="train_sp dev $test_sets"
+feats=$dump/$feature
+cmds=$exp_dir/commands.txt
+mkdir -p "$exp_dir"
+log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+
+if run_stage 1 "prepare speechocean762 and FSDD"; then
+  $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data/orig"
+  $softtok prepare --corpus fsdd --corpus-dir "$data_root/fsdd" --out-dir "$data/orig"
+  for set in train test fsdd; do
+    if [ "$smoke" = true ]; then n=$([ $set = train ] && echo 120 || echo 24)
+      $softtok subset-data --src "$data/orig/$set" --out "$data/$set" --n $n
+    else rm -rf "${data:?}/$set"; cp -r "$data/orig/$set" "$data/$set"; fi
+  done
+  mark_done 1
+fi
+
+if run_stage 2 "dev split, speed perturbation, noisy and subset sets"; then
+  sets="$py -m softtok.recipes.sets"
+  $sets split-speakers --src $data/train --out-a $data/train_nodev --out-b $data/dev --fraction 0.1 --seed 0
+  $sets speed-perturb --src $data/train_nodev --out $data/train_sp --factors 0.9 1.0 1.1
+  for snr in 10 0; do
+    $sets add-noise --src $data/test --out $data/test_noisy_${snr}db --snr $snr --noise babble \
+      --noise-source $data/train_nodev --seed 0
+  done
+  $sets split-age --src $data/test --out-adults $data/test_adults --out-children $data/test_children
+  $sets split-accent --src $data/fsdd --out-us $data/fsdd_us --out-nonus $data/fsdd_nonus
+  mark_done 2
+fi
+
+if run_stage 3 "dump $feature features"; then
+  for set in $feat_sets; do
+    log $softtok dump-features --data-dir $data/$set --feature $feature --nj $nj --out-dir $feats/$set
+  done
+  mark_done 3
+fi
+
+if run_stage 4 "learn k-means (K = $ks)"; then
+  for k in $ks; do
+    log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss \
+      --out $exp_dir/kmeans/${feature}_k$k.npy
+  done
+  mark_done 4
+fi
+
+train() {  # train EXP HEAD [--kmeans KM]
+  local name=$1 head=$2; shift 2
+  log $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" \
+    --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text \
+    --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text --exp-dir $exp_dir/$name
+}
+if run_stage 5 "train ASR on hard tokens"; then
+  for k in $ks; do train asr_hard_k$k hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy; done
+  mark_done 5
+fi
+if run_stage 6 "train continuous-feature ASR"; then
+  train asr_continuous continuous
+  mark_done 6
+fi
+
+if run_stage 7 "choose τ on dev (sweep)"; then
+  for k in $ks; do
+    # shellcheck disable=SC2086
+    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/asr_hard_k$k --feats $feats/dev/feats.scp \
+      --text $data/dev/text --factors $tau_factors
+  done
+  mark_done 7
+fi
+
+if run_stage 8 "decode every set: hard, soft(τ*), continuous"; then
+  for model in $(for k in $ks; do echo asr_hard_k$k; done) asr_continuous; do
+    # shellcheck disable=SC2086
+    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
+      --sets dev $test_sets --search $search
+  done
+  mark_done 8
+fi
+
+if run_stage 9 "results.json, RESULTS.md, plots"; then
+  # shellcheck disable=SC2086
+  $py -m softtok.recipes.asr results --exp $exp_dir --data $data --ks $ks --sets dev $test_sets --search $search \
+    --subsets test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsdd:nonus=fsdd_nonus \
+    --commands $cmds --out-dir $results_dir
+  mark_done 9
+fi
+echo "== done"

@@ -1,0 +1,262 @@
+"""Python stages of the token-ASR recipes: τ sweep on dev, decoding every set, results tables and plots.
+
+    python -m softtok.recipes.asr sweep-tau --exp-dir exp/asr_hard_k128 --feats dump/dev/feats.scp --text data/dev/text
+    python -m softtok.recipes.asr decode-sets --exp-dir exp/asr_hard_k128 --dump dump --data data --sets test fsdd
+    python -m softtok.recipes.asr results --exp exp --out-dir .
+
+τ is chosen on dev only (lowest dev WER, greedy CTC) from multiples of the median squared
+distance of dev frames to their nearest centroid, then applied unchanged to every test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from softtok.downstream.asr.decode import decode
+from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
+from softtok.tokenizers.datadir import read_kaldi_map
+from softtok.tokenizers.fileio import atomic_write_text, iter_scp, load_yaml, save_yaml
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TAU_FACTORS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+
+
+def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000) -> float:
+    """Median over frames of ‖x − c_nearest‖² (the distance scale τ is expressed in)."""
+    mins, n = [], 0
+    for _, mat in iter_scp(feats_scp):
+        d2 = codebook.distances(torch.from_numpy(np.array(mat, dtype=np.float32)))
+        mins.append(d2.min(dim=1).values)
+        n += len(mat)
+        if n >= max_frames:
+            break
+    return float(torch.cat(mins).median())
+
+
+def _decode_name(head: str, tau: Optional[float] = None, search: str = "greedy") -> str:
+    tag = head if tau is None else f"{head}_tau{tau:g}"  # as SoftHead.settings() names it
+    return f"decode_{tag}_{search}"
+
+
+def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
+              set_name: str = "dev", search: str = "greedy") -> Dict[str, Any]:
+    """Decode dev with the hard head and soft heads over the τ grid; pick τ* (lowest dev WER)."""
+    exp = Path(exp_dir)
+    config = load_yaml(exp / "config.yaml")
+    codebook = Codebook.load(config["kmeans"])
+    scale = median_nearest_sqdist(codebook, feats)
+    hard = decode(exp_dir, feats, str(exp / _decode_name("hard", None, search) / set_name), text, "hard",
+                  search=search)
+    rows = []
+    for f in factors:
+        tau = float(f"{f * scale:.4g}")  # 4 significant digits: short, stable directory names
+        out = exp / _decode_name("soft", tau, search) / set_name
+        res = decode(exp_dir, feats, str(out), text, "soft", {"tau": tau}, search=search)
+        rows.append({"factor": f, "tau": tau, "wer": res["wer"], "cer": res["cer"], "seconds": res["seconds"]})
+        logger.info("τ = %.4g (%.3g × median d²): dev WER %.2f", tau, f, res["wer"])
+    best = min(rows, key=lambda r: (r["wer"], r["cer"]))
+    sweep = {"set": set_name, "median_sqdist": scale, "hard": {"wer": hard["wer"], "cer": hard["cer"]},
+             "sweep": rows, "best": best}
+    save_yaml(exp / "tau_sweep.yaml", sweep)
+    return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": hard["wer"]}
+
+
+def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search: str = "greedy") -> Dict[str, Any]:
+    """Decode every set with the model's heads: hard and soft(τ*) for discrete models, else continuous."""
+    exp = Path(exp_dir)
+    config = load_yaml(exp / "config.yaml")
+    if config.get("n_tokens") is None:
+        heads = [("continuous", None)]
+    else:
+        sweep = exp / "tau_sweep.yaml"
+        if not sweep.is_file():
+            raise FileNotFoundError(f"{sweep}: run sweep-tau on dev first (τ is chosen on dev only)")
+        heads = [("hard", None), ("soft", load_yaml(sweep)["best"]["tau"])]
+    done = 0
+    for name in sets:
+        for head, tau in heads:
+            out = exp / _decode_name(head, tau, search) / name
+            if (out / "decode.yaml").is_file():
+                continue
+            decode(exp_dir, f"{dump}/{name}/feats.scp", str(out), f"{data}/{name}/text", head,
+                   {"tau": tau} if tau else None, search=search)
+            done += 1
+    return {"decoded": done, "sets": len(sets)}
+
+
+# ---------------------------------------------------------------- results
+
+
+def _subset_scores(per_utt: Dict[str, Dict[str, int]], utts: Sequence[str]) -> Dict[str, float]:
+    return summarize({u: per_utt[u] for u in utts if u in per_utt})
+
+
+def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: Dict[str, Dict[str, str]],
+                    search: str = "greedy", continuous: str = "asr_continuous") -> Dict[str, Any]:
+    """results.json: per K, set (and subset) and head: WER/CER, τ, paired bootstrap soft − hard, timing."""
+    exp_path = Path(exp)
+    results: Dict[str, Any] = {"K": {}, "search": search}
+    cont_dir = exp_path / continuous / _decode_name("continuous", None, search)
+    for k in ks:
+        model = exp_path / f"asr_hard_k{k}"
+        sweep = load_yaml(model / "tau_sweep.yaml")
+        tau = sweep["best"]["tau"]
+        dirs = {"hard": model / _decode_name("hard", None, search),
+                "soft": model / _decode_name("soft", tau, search), "continuous": cont_dir}
+        per_k: Dict[str, Any] = {}
+        for name in sets:
+            tables = {h: load_per_utt(d / name) for h, d in dirs.items() if (d / name / "per_utt.txt").is_file()}
+            groups = {name: None, **{f"{name}_{sub}": utts for sub, utts in subsets.get(name, {}).items()}}
+            for group, utts in groups.items():
+                sel = {h: (t if utts is None else {u: t[u] for u in utts if u in t}) for h, t in tables.items()}
+                entry = {h: {key: summarize(t)[key] for key in ("wer", "cer")} for h, t in sel.items()}
+                if "soft" in entry:
+                    entry["soft"]["tau"] = tau
+                if "soft" in sel and "hard" in sel:
+                    entry["soft_vs_hard"] = paired_bootstrap(sel["hard"], sel["soft"], n_resamples=1000, seed=0)
+                per_k[group] = entry
+        times = {h: load_yaml(dirs[h] / "test" / "decode.yaml")["seconds"] for h in ("hard", "soft")
+                 if (dirs[h] / "test" / "decode.yaml").is_file()}
+        per_k["_decode_seconds_test"] = times
+        per_k["_tau_sweep"] = sweep
+        results["K"][str(k)] = per_k
+    return results
+
+
+def write_results(results: Dict[str, Any], out_dir: str, commands: str) -> None:
+    """results.json, RESULTS.md (generated from it) and the τ-sweep PNG."""
+    out = Path(out_dir)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
+    plot_tau_sweeps(results, out / "tau_sweep.png")
+    atomic_write_text(out / "RESULTS.md", results_markdown(results, commands))
+
+
+def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
+    """Dev WER against τ (as multiples of the median squared distance) per K, hard as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, per_k in results["K"].items():
+        sweep = per_k["_tau_sweep"]
+        xs = [r["factor"] for r in sweep["sweep"]]
+        line, = ax.plot(xs, [r["wer"] for r in sweep["sweep"]], marker="o", label=f"soft, K={k}")
+        ax.axhline(sweep["hard"]["wer"], color=line.get_color(), linestyle="--", label=f"hard, K={k}")
+    ax.set_xscale("log")
+    ax.set_xlabel("τ / median squared distance to nearest centroid")
+    ax.set_ylabel("dev WER (%)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def results_markdown(results: Dict[str, Any], commands: str) -> str:
+    """The RESULTS.md text: one table per K plus the τ sweep, all from results.json."""
+    lines = ["# Results", "", f"Generated by `python -m softtok.recipes.asr results` on "
+             f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {torch.get_num_threads()} threads, torch "
+             f"{torch.__version__}); decoding: {results['search']}.", "", "## Commands", "", "```", commands.strip(),
+             "```", ""]
+    for k, per_k in results["K"].items():
+        lines += [f"## K = {k}", "", "| set | hard WER | soft WER (τ*) | continuous WER | soft − hard [95 % CI] "
+                  "| hard CER | soft CER | continuous CER |", "|---|---|---|---|---|---|---|---|"]
+        for name, entry in per_k.items():
+            if name.startswith("_"):
+                continue
+            cell = lambda h, m: f"{entry[h][m]:.2f}" if h in entry else "–"  # noqa: E731
+            ci = entry.get("soft_vs_hard")
+            ci_text = f"{ci['delta']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]" if ci else "–"
+            lines.append(f"| {name} | {cell('hard', 'wer')} | {cell('soft', 'wer')} | {cell('continuous', 'wer')} "
+                         f"| {ci_text} | {cell('hard', 'cer')} | {cell('soft', 'cer')} | {cell('continuous', 'cer')} |")
+        sweep = per_k["_tau_sweep"]
+        times = per_k.get("_decode_seconds_test", {})
+        lines += ["", f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
+                  f"{sweep['median_sqdist']:.4g}), chosen on {sweep['set']}."]
+        if "hard" in times and "soft" in times:
+            lines.append(f"Decode time on test: hard {times['hard']:.1f} s, soft {times['soft']:.1f} s "
+                         f"(ratio {times['soft'] / times['hard']:.2f}).")
+        lines += ["", "| τ / median d² | τ | dev WER | dev CER |", "|---|---|---|---|"]
+        lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
+        lines += [f"| hard | – | {sweep['hard']['wer']:.2f} | {sweep['hard']['cer']:.2f} |", ""]
+    lines += ["![τ sweep](tau_sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def read_subsets(data: str, spec: Sequence[str]) -> Dict[str, Dict[str, List[str]]]:
+    """``SET:SUB=DIR`` items → {set: {sub: utt ids of data/DIR}} (e.g. ``test:adults=test_adults``)."""
+    subsets: Dict[str, Dict[str, List[str]]] = {}
+    for item in spec:
+        try:
+            set_name, rest = item.split(":", 1)
+            sub, folder = rest.split("=", 1)
+        except ValueError:
+            raise ValueError(f"--subsets item {item!r} must look like SET:NAME=DATA_DIR") from None
+        subsets.setdefault(set_name, {})[sub] = list(read_kaldi_map(Path(data) / folder / "wav.scp"))
+    return subsets
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Token-ASR recipe stages")
+    sub = p.add_subparsers(dest="stage", required=True)
+    s = sub.add_parser("sweep-tau", help="decode dev over the τ grid; write tau_sweep.yaml")
+    s.add_argument("--exp-dir", required=True)
+    s.add_argument("--feats", required=True)
+    s.add_argument("--text", required=True)
+    s.add_argument("--factors", type=float, nargs="+", default=list(DEFAULT_TAU_FACTORS))
+    d = sub.add_parser("decode-sets", help="decode sets with hard and soft(τ*) (or continuous)")
+    d.add_argument("--exp-dir", required=True)
+    d.add_argument("--dump", required=True, help="folder of <set>/feats.scp")
+    d.add_argument("--data", required=True, help="folder of <set>/text")
+    d.add_argument("--sets", nargs="+", required=True)
+    d.add_argument("--search", default="greedy", choices=["greedy", "beam"])
+    r = sub.add_parser("results", help="results.json, RESULTS.md and plots")
+    r.add_argument("--exp", required=True)
+    r.add_argument("--data", required=True)
+    r.add_argument("--ks", type=int, nargs="+", required=True)
+    r.add_argument("--sets", nargs="+", required=True)
+    r.add_argument("--subsets", nargs="*", default=[], help="SET:NAME=DATA_DIR, e.g. test:adults=test_adults")
+    r.add_argument("--search", default="greedy")
+    r.add_argument("--commands", default="", help="file with the commands that produced the results")
+    r.add_argument("--out-dir", required=True)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        if args.stage == "sweep-tau":
+            summary = sweep_tau(args.exp_dir, args.feats, args.text, args.factors)
+        elif args.stage == "decode-sets":
+            summary = decode_sets(args.exp_dir, args.dump, args.data, args.sets, args.search)
+        else:
+            results = collect_results(args.exp, args.ks, args.sets, read_subsets(args.data, args.subsets),
+                                      args.search)
+            commands = Path(args.commands).read_text() if args.commands else ""
+            write_results(results, args.out_dir, commands)
+            summary = {"output": str(Path(args.out_dir) / "RESULTS.md")}
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("%s: %s", args.stage, exc)
+        return 1
+    logger.info("%s done: %s", args.stage, ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

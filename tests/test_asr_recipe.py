@@ -1,0 +1,106 @@
+"""The speechocean762 ASR recipe in --smoke mode (every stage on tiny subsets) and the decoding switches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper
+from softtok.downstream.asr.decode import decode
+from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.tokenizers.fileio import load_yaml
+from softtok.tokenizers.heads import TokenInput
+
+RECIPE = REPO / "egs" / "speechocean762" / "asr" / "run.sh"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """Run the whole recipe once with --smoke true into a temporary folder."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared data not present")
+    root = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "PYTHON": sys.executable}
+    argv = [str(RECIPE), "--smoke", "true", "--data_root", str(SHARED_DATA), "--data", str(root / "data"),
+            "--dump", str(root / "dump"), "--exp_dir", str(root / "exp"), "--results_dir", str(root)]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return root
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_results_layout(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    for k in ("16", "32"):
+        per_k = results["K"][k]
+        for name in ("dev", "test", "test_adults", "test_children", "test_noisy_10db", "test_noisy_0db", "fsdd",
+                     "fsdd_us", "fsdd_nonus"):
+            entry = per_k[name]
+            assert set(entry) >= {"hard", "soft", "continuous", "soft_vs_hard"}
+            assert 0 <= entry["hard"]["wer"] and 0 <= entry["soft"]["cer"]
+            assert entry["soft"]["tau"] == per_k["_tau_sweep"]["best"]["tau"]
+            ci = entry["soft_vs_hard"]
+            assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] >= 1000
+    sweep = load_yaml(smoke / "exp" / "asr_hard_k16" / "tau_sweep.yaml")
+    assert sweep["set"] == "dev" and [r["factor"] for r in sweep["sweep"]] == [0.01, 0.05]
+    tau = sweep["best"]["tau"]
+    assert (smoke / "exp" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "test" / "wer.txt").is_file()
+    assert (smoke / "exp" / "asr_continuous" / "decode_continuous_greedy" / "fsdd" / "hyp").is_file()
+    md = (smoke / "RESULTS.md").read_text()
+    assert "## K = 32" in md and "learn-kmeans" in md and (smoke / "tau_sweep.png").stat().st_size > 1000
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_skips_done_stages(smoke):
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
+                          "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
+
+
+@needs_shared
+@needs_whisper
+def test_decode_switches_on_trained_model(smoke, tmp_path):
+    exp = smoke / "exp" / "asr_hard_k16"
+    feats, text = smoke / "dump" / "whisper" / "dev" / "feats.scp", smoke / "data" / "dev" / "text"
+    beam = decode(str(exp), str(feats), str(tmp_path / "beam"), str(text), "soft", {"tau": 3.0, "top_k": 4},
+                  search="beam", beam_size=3)
+    assert beam["utts"] > 0 and (tmp_path / "beam" / "hyp").is_file()
+    assert load_yaml(tmp_path / "beam" / "decode.yaml")["settings"] == "soft_tau3_topk4"
+    hard = decode(str(exp), str(feats), str(tmp_path / "hard"), str(text), "hard")
+    tiny = decode(str(exp), str(feats), str(tmp_path / "tiny"), str(text), "soft", {"tau": 1e-12})
+    assert (tmp_path / "hard" / "hyp").read_text() == (tmp_path / "tiny" / "hyp").read_text()  # τ→0 is hard
+    assert hard["wer"] == tiny["wer"]
+    with pytest.raises(ValueError, match="does not fit a discrete model"):
+        decode(str(exp), str(feats), str(tmp_path / "x"), str(text), "continuous")
+    with pytest.raises(ValueError, match="tau must be"):
+        decode(str(exp), str(feats), str(tmp_path / "x"), str(text), "soft", {"tau": 0})
+
+
+def test_model_accepts_three_input_forms_identically():
+    torch.manual_seed(0)
+    model = TokenASR(vocab_size=8, n_tokens=12, embed_dim=16, encoder_conf={
+        "output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1, "input_layer": "conv2d2"},
+        decoder_conf={"attention_heads": 2, "linear_units": 32, "num_blocks": 1}).eval()
+    ids = torch.randint(0, 12, (2, 30))
+    lengths = torch.tensor([30, 25])
+    forms = [TokenInput("ids", ids=ids), TokenInput("probs", probs=torch.nn.functional.one_hot(ids, 12).float()),
+             TokenInput("topk", ids=ids[..., None], weights=torch.ones(2, 30, 1))]
+    encoded = [model.encode(f, lengths)[0] for f in forms]
+    assert torch.allclose(encoded[0], encoded[1], atol=1e-5) and torch.allclose(encoded[0], encoded[2], atol=1e-5)
+
+
+def test_char_tokenizer_roundtrip():
+    tok = CharTokenizer.from_texts(["HELLO WORLD", "IT'S"])
+    assert tok.token_list[0] == "<blank>" and tok.token_list[-1] == "<sos/eos>"
+    assert tok.decode(tok.encode("HELLO IT'S")) == "HELLO IT'S"
+    assert tok.encode("Q") == [1]  # unknown character -> <unk>
