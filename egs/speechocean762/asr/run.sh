@@ -10,6 +10,7 @@ stop_stage=9
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 ks="128 1024"                          # k-means codebook sizes
+km_portion=0.34                        # k-means on a third of train_sp (~ the size of unperturbed train)
 train_conf=conf/train_cpu.yaml
 tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
 search=greedy                          # greedy | beam (joint CTC/attention, slow on CPU)
@@ -66,7 +67,7 @@ fi
 
 if run_stage 4 "learn k-means (K = $ks)"; then
   for k in $ks; do
-    log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss \
+    log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss --portion $km_portion \
       --out $exp_dir/kmeans/${feature}_k$k.npy
   done
   mark_done 4
