@@ -122,9 +122,10 @@ def _add_subset_data(sub) -> None:
 
 
 def _run_subset_data(args) -> Dict:
-    from softtok.tokenizers.datadir import load_data_dir, subset_data_dir
+    from softtok.tokenizers.datadir import evenly_spaced, load_data_dir, subset_data_dir
 
-    out = subset_data_dir(args.src, args.out, args.n)
+    data = load_data_dir(args.src)
+    out = subset_data_dir(data, args.out, evenly_spaced(data.utt_ids, args.n))
     return {"utts": len(load_data_dir(out)), "output": str(out)}
 
 

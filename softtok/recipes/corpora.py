@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Dict, Sequence
 
-from softtok.tokenizers.datadir import DataError, load_data_dir, read_kaldi_map, write_data_dir, write_kaldi_map
+from softtok.tokenizers.datadir import DataError, load_data_dir, speaker_files, write_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ def prepare_speechocean762(corpus_dir: str | Path, out_dir: str | Path,
     for split in splits:
         src = load_data_dir(corpus / split, require_text=True)
         wav = {u: _speechocean_audio(corpus, split, src.wav_scp[u]) for u in src.utt_ids}
-        dest = write_data_dir(Path(out_dir) / split, wav, src.text, src.utt2spk)
-        for extra in ("spk2age", "spk2gender"):
-            if (corpus / split / extra).is_file():
-                write_kaldi_map(dest / extra, read_kaldi_map(corpus / split / extra, require_sorted=False))
-        load_data_dir(dest, require_text=True)  # what we wrote must pass validation
+        dest = write_data_dir(Path(out_dir) / split, wav, src.text, src.utt2spk, speaker_files(src))
         logger.info("speechocean762 %s: %d utterances -> %s", split, len(wav), dest)
         result[split] = dest
     return result
@@ -70,10 +66,11 @@ def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> Dict[str, Path]
         wav[utt], text[utt], utt2spk[utt] = str(path), DIGIT_WORDS[int(digit)], speaker
     if not wav:
         raise DataError(f"{corpus / 'recordings'}: no recordings")
-    dest = write_data_dir(Path(out_dir) / "fsdd", wav, text, utt2spk)
+    spk_files = {}
     if (corpus / "speakers.tsv").is_file():
         rows = [line.split("\t") for line in (corpus / "speakers.tsv").read_text().splitlines()[1:] if line]
-        write_kaldi_map(dest / "spk2accent", {r[0]: r[2] for r in rows if r[0] in set(utt2spk.values())})
+        spk_files["spk2accent"] = {r[0]: r[2] for r in rows}
+    dest = write_data_dir(Path(out_dir) / "fsdd", wav, text, utt2spk, spk_files)
     logger.info("fsdd: %d utterances -> %s", len(wav), dest)
     return {"fsdd": dest}
 

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance
-from softtok.tokenizers.datadir import DataDir, DataError, Segment, load_data_dir, read_kaldi_map
+from softtok.tokenizers.datadir import (DataDir, DataError, Segment, load_data_dir, read_kaldi_map, render_kaldi_map,
+                                        speaker_files, subset_data_dir, write_data_dir, write_if_changed)
 from softtok.tokenizers.fileio import atomic_path, atomic_write_text, load_yaml
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ ADULT_AGE = 18  # legal adulthood; speechocean762 has no speaker aged 16-18, so 
 US_ACCENT_PREFIX = "USA"  # FSDD speakers.tsv: "USA/neutral" vs "DEU/German", "BEL/French", "GRC/Greek"
 BABBLE_TALKERS = (3, 5)  # babble = sum of this many (inclusive range) other utterances
 NOISE_TYPES = ("babble", "pink")
-STALE_FILES = ("segments", "text", "utt2dur", "reco2dur", "utt2num_frames", "feats.scp", "cmvn.scp")
 
 
 # ----------------------------------------------------------------------------- data-dir helpers
@@ -56,71 +56,6 @@ def _check_outputs(src: DataDir, *outs: os.PathLike | str) -> None:
         raise DataError(f"{src.path}: output dir must differ from the source dir")
     if len(set(resolved)) != len(resolved):
         raise DataError(f"{outs[0]}: output dirs must differ from each other")
-
-
-def _speaker_files(data: DataDir) -> Dict[str, Dict[str, str]]:
-    """Per-speaker files of a dir (spk2age, spk2gender, spk2accent, ...; not spk2utt), unsorted allowed."""
-    files = sorted(p for p in data.path.glob("spk2*") if p.is_file() and p.name != "spk2utt" and ".tmp." not in p.name)
-    return {p.name: read_kaldi_map(p, require_sorted=False) for p in files}
-
-
-def _render_map(mapping: Dict[str, str]) -> str:
-    """Kaldi map text, sorted bytewise by key (as write_kaldi_map writes it)."""
-    return "".join(f"{k} {mapping[k]}\n" for k in sorted(mapping, key=lambda k: k.encode()))
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds it (keeps reruns from touching files)."""
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    atomic_write_text(path, text)
-    return True
-
-
-def _write_dir(out_dir: os.PathLike | str, wav: Dict[str, str], text: Optional[Dict[str, str]],
-               utt2spk: Optional[Dict[str, str]], spk_files: Dict[str, Dict[str, str]],
-               segments: Optional[Dict[str, str]] = None) -> Path:
-    """Write a data dir (+ segments and per-speaker files), drop stale files, and re-validate it."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    utts = list(segments) if segments is not None else list(wav)
-    utt2spk = utt2spk if utt2spk is not None else {u: u for u in utts}
-    spk2utt: Dict[str, List[str]] = {}
-    for utt in sorted(utt2spk, key=lambda k: k.encode()):
-        spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    files = {"wav.scp": wav, "utt2spk": utt2spk, "spk2utt": {s: " ".join(u) for s, u in spk2utt.items()}}
-    if text is not None:
-        files["text"] = text
-    if segments is not None:
-        files["segments"] = segments
-    for name, mapping in spk_files.items():
-        kept = {s: v for s, v in mapping.items() if s in spk2utt}
-        if kept:
-            files[name] = kept
-    for name, mapping in files.items():
-        _write_if_changed(out / name, _render_map(mapping))
-    for stale in [*STALE_FILES, *(p.name for p in out.glob("spk2*"))]:
-        if stale not in files and (out / stale).is_file() and ".tmp." not in stale:
-            logger.info("removing stale %s", out / stale)
-            (out / stale).unlink()
-    load_data_dir(out)  # what we wrote must pass validation
-    return out
-
-
-def _subset(data: DataDir, out_dir: os.PathLike | str, utts: Iterable[str]) -> Path:
-    """Write the given utterances of ``data`` (segments, absolute paths and speaker files kept)."""
-    utts = sorted(utts, key=lambda k: k.encode())
-    segments = None
-    if data.segments is not None:
-        segs = {u: data.segments[u] for u in utts}
-        segments = {u: f"{s.recording} {s.start:g} {s.end:g}" for u, s in segs.items()}
-        wav = {s.recording: data.resolve(data.wav_scp[s.recording]) for s in segs.values()}
-    else:
-        wav = {u: data.resolve(data.wav_scp[u]) for u in utts}
-    wav = {k: os.path.abspath(v) for k, v in wav.items()}
-    text = {u: data.text[u] for u in utts} if data.text is not None else None
-    utt2spk = {u: data.utt2spk[u] for u in utts} if data.utt2spk is not None else None
-    return _write_dir(out_dir, wav, text, utt2spk, _speaker_files(data), segments)
 
 
 def _speakers(data: DataDir) -> List[str]:
@@ -156,8 +91,8 @@ def split_by_speaker(src_dir: os.PathLike | str, out_a: os.PathLike | str, out_b
     random.Random(seed).shuffle(shuffled)
     held = set(shuffled[:n_held])
     kept = set(speakers) - held
-    path_a = _subset(data, out_a, _utts_of(data, kept))
-    path_b = _subset(data, out_b, _utts_of(data, held))
+    path_a = subset_data_dir(data, out_a, _utts_of(data, kept))
+    path_b = subset_data_dir(data, out_b, _utts_of(data, held))
     logger.info("speaker split of %s: %d speakers -> %s, %d -> %s (seed %d)",
                 data.path, len(kept), out_a, len(held), out_b, seed)
     return path_a, path_b
@@ -188,7 +123,7 @@ def subset_by_speaker_attribute(src_dir: os.PathLike | str, out_dir: os.PathLike
     if not speakers:
         raise DataError(f"{data.path / file}: no speaker matches the selection")
     logger.info("%s: %d of %d speakers selected by %s", data.path, len(speakers), len(_speakers(data)), file)
-    return _subset(data, out_dir, _utts_of(data, speakers))
+    return subset_data_dir(data, out_dir, _utts_of(data, speakers))
 
 
 def _split_two(src_dir: os.PathLike | str, out_yes: os.PathLike | str, out_no: os.PathLike | str, file: str,
@@ -202,7 +137,7 @@ def _split_two(src_dir: os.PathLike | str, out_yes: os.PathLike | str, out_no: o
         if not group:
             raise DataError(f"{data.path / file}: no {name} speakers; nothing to split")
     logger.info("%s: %d %s and %d %s speakers", data.path, len(yes), names[0], len(no), names[1])
-    return _subset(data, out_yes, _utts_of(data, yes)), _subset(data, out_no, _utts_of(data, no))
+    return subset_data_dir(data, out_yes, _utts_of(data, yes)), subset_data_dir(data, out_no, _utts_of(data, no))
 
 
 def split_adults_children(src_dir: os.PathLike | str, out_adults: os.PathLike | str,
@@ -314,7 +249,7 @@ def speed_perturb(src_dir: os.PathLike | str, out_dir: os.PathLike | str,
     wav: Dict[str, str] = {}
     text: Optional[Dict[str, str]] = {} if data.text is not None else None
     utt2spk: Dict[str, str] = {}
-    src_spk_files = _speaker_files(data)
+    src_spk_files = speaker_files(data)
     spk_files: Dict[str, Dict[str, str]] = {name: {} for name in src_spk_files}
     jobs: List[Tuple[str, str, float]] = []  # (new utt, source utt, factor) needing audio
     for factor in factors:
@@ -343,8 +278,8 @@ def speed_perturb(src_dir: os.PathLike | str, out_dir: os.PathLike | str,
     if scaled:
         logger.warning("speed perturbation: scaled %d of %d utterances down to peak %.2f", scaled, len(todo),
                        PEAK_LIMIT)
-    _write_if_changed(out / "speed.yaml", _yaml_text(settings))
-    return _write_dir(out, wav, text, utt2spk if data.utt2spk is not None else None, spk_files)
+    write_if_changed(out / "speed.yaml", _yaml_text(settings))
+    return write_data_dir(out, wav, text, utt2spk if data.utt2spk is not None else None, spk_files)
 
 
 def _yaml_text(data: dict) -> str:
@@ -486,11 +421,11 @@ def add_noise(src_dir: os.PathLike | str, out_dir: os.PathLike | str, snr_db: fl
             _write_flac(Path(wav[utt]), mixture)
     if scaled:
         logger.warning("add noise: scaled %d of %d mixtures down to peak %.2f", scaled, len(todo), PEAK_LIMIT)
-    _write_if_changed(out / "noise.yaml", _yaml_text(settings))
-    _write_if_changed(out / "utt2noise", _render_map(plan))
+    write_if_changed(out / "noise.yaml", _yaml_text(settings))
+    write_if_changed(out / "utt2noise", render_kaldi_map(plan))
     text = dict(data.text) if data.text is not None else None
     utt2spk = dict(data.utt2spk) if data.utt2spk is not None else None
-    return _write_dir(out, wav, text, utt2spk, _speaker_files(data))
+    return write_data_dir(out, wav, text, utt2spk, speaker_files(data))
 
 
 # ----------------------------------------------------------------------------- CLI

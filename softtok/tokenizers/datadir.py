@@ -7,14 +7,17 @@ Every problem is reported as one :class:`DataError` line naming the file and the
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from softtok.tokenizers.fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -139,44 +142,81 @@ def load_data_dir(path: os.PathLike | str, require_text: bool = False) -> DataDi
     return data
 
 
-def write_kaldi_map(path: os.PathLike | str, mapping: Dict[str, str], sep: str = " ") -> None:
-    """Write ``key<sep>value`` lines sorted bytewise by key, atomically."""
-    keys = sorted(mapping, key=lambda k: k.encode())
-    atomic_write_text(path, "".join(f"{k}{sep}{mapping[k]}\n" for k in keys))
+STALE_FILES = ("segments", "text", "utt2dur", "reco2dur", "utt2num_frames", "feats.scp", "cmvn.scp")
 
 
-def write_data_dir(path: os.PathLike | str, wav_scp: Dict[str, str], text: Optional[Dict[str, str]] = None,
-                   utt2spk: Optional[Dict[str, str]] = None) -> Path:
-    """Write a data dir (wav.scp, text, utt2spk, spk2utt); utt2spk defaults to utt -> utt."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_kaldi_map(path / "wav.scp", wav_scp)
-    if text is not None:
-        write_kaldi_map(path / "text", text)
-    utt2spk = utt2spk if utt2spk is not None else {u: u for u in wav_scp}
-    write_kaldi_map(path / "utt2spk", utt2spk)
+def write_kaldi_map(path: os.PathLike | str, mapping: Dict[str, str]) -> None:
+    """Write ``key value`` lines sorted bytewise by key, atomically."""
+    atomic_write_text(path, render_kaldi_map(mapping))
+
+
+def speaker_files(data: DataDir) -> Dict[str, Dict[str, str]]:
+    """Per-speaker files of a dir (spk2age, spk2gender, spk2accent, ...; not spk2utt), unsorted allowed."""
+    files = sorted(p for p in data.path.glob("spk2*") if p.is_file() and p.name != "spk2utt" and ".tmp." not in p.name)
+    return {p.name: read_kaldi_map(p, require_sorted=False) for p in files}
+
+
+def render_kaldi_map(mapping: Dict[str, str]) -> str:
+    """Kaldi map text, sorted bytewise by key (as write_kaldi_map writes it)."""
+    return "".join(f"{k} {mapping[k]}\n" for k in sorted(mapping, key=lambda k: k.encode()))
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds it (keeps reruns from touching files)."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def write_data_dir(out_dir: os.PathLike | str, wav: Dict[str, str], text: Optional[Dict[str, str]] = None,
+                   utt2spk: Optional[Dict[str, str]] = None, spk_files: Optional[Dict[str, Dict[str, str]]] = None,
+                   segments: Optional[Dict[str, str]] = None) -> Path:
+    """Write a data dir (+ segments and per-speaker files), drop stale files, and re-validate it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    utts = list(segments) if segments is not None else list(wav)
+    utt2spk = utt2spk if utt2spk is not None else {u: u for u in utts}
     spk2utt: Dict[str, List[str]] = {}
     for utt in sorted(utt2spk, key=lambda k: k.encode()):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    write_kaldi_map(path / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
-    return path
-
-
-def subset_data_dir(src: os.PathLike | str, dest: os.PathLike | str, n_utts: int) -> Path:
-    """Copy ``n_utts`` evenly spaced utterances of a data dir (all its per-utt and per-speaker files)."""
-    data = load_data_dir(src)
-    if data.segments is not None:
-        raise DataError(f"{src}: subsetting a data dir with segments is not supported")
-    if n_utts < 1:
-        raise DataError(f"{src}: subset size must be >= 1, got {n_utts}")
-    utts = data.utt_ids
-    keep = [utts[i] for i in sorted({int(j) for j in np.linspace(0, len(utts) - 1, min(n_utts, len(utts)))})]
-    wav = {u: data.resolve(data.wav_scp[u]) for u in keep}
-    out = write_data_dir(dest, wav, {u: data.text[u] for u in keep} if data.text else None,
-                         {u: data.utt2spk[u] for u in keep} if data.utt2spk else None)
-    speakers = set((data.utt2spk or {u: u for u in keep}).get(u, u) for u in keep)
-    for extra in sorted(Path(src).glob("spk2*")):
-        if extra.name != "spk2utt":
-            table = read_kaldi_map(extra, require_sorted=False)
-            write_kaldi_map(out / extra.name, {s: v for s, v in table.items() if s in speakers})
+    files = {"wav.scp": wav, "utt2spk": utt2spk, "spk2utt": {s: " ".join(u) for s, u in spk2utt.items()}}
+    if text is not None:
+        files["text"] = text
+    if segments is not None:
+        files["segments"] = segments
+    for name, mapping in (spk_files or {}).items():
+        kept = {s: v for s, v in mapping.items() if s in spk2utt}
+        if kept:
+            files[name] = kept
+    for name, mapping in files.items():
+        write_if_changed(out / name, render_kaldi_map(mapping))
+    for stale in [*STALE_FILES, *(p.name for p in out.glob("spk2*"))]:
+        if stale not in files and (out / stale).is_file() and ".tmp." not in stale:
+            logger.info("removing stale %s", out / stale)
+            (out / stale).unlink()
+    load_data_dir(out)  # what we wrote must pass validation
     return out
+
+
+def subset_data_dir(data: DataDir, out_dir: os.PathLike | str, utts: Iterable[str]) -> Path:
+    """Write the given utterances of ``data`` (segments, absolute paths and speaker files kept)."""
+    utts = sorted(utts, key=lambda k: k.encode())
+    segments = None
+    if data.segments is not None:
+        segs = {u: data.segments[u] for u in utts}
+        segments = {u: f"{s.recording} {s.start:g} {s.end:g}" for u, s in segs.items()}
+        wav = {s.recording: data.resolve(data.wav_scp[s.recording]) for s in segs.values()}
+    else:
+        wav = {u: data.resolve(data.wav_scp[u]) for u in utts}
+    wav = {k: os.path.abspath(v) for k, v in wav.items()}
+    text = {u: data.text[u] for u in utts} if data.text is not None else None
+    utt2spk = {u: data.utt2spk[u] for u in utts} if data.utt2spk is not None else None
+    return write_data_dir(out_dir, wav, text, utt2spk, speaker_files(data), segments)
+
+
+def evenly_spaced(items: Sequence[str], n: int) -> List[str]:
+    """``n`` items spread evenly over ``items`` (first and last included): a subset spanning all speakers."""
+    if n < 1:
+        raise DataError(f"subset size must be >= 1, got {n}")
+    return [items[i] for i in sorted({int(j) for j in np.linspace(0, len(items) - 1, min(n, len(items)))})]
