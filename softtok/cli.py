@@ -7,17 +7,9 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional
 
-import yaml
+from softtok.common import run_job, setup_logging, yaml_mapping
 
 logger = logging.getLogger("softtok")
-
-
-def _yaml_dict(text: str) -> dict:
-    """Parse ``--*-conf '{tau: 8}'`` (YAML/JSON mapping)."""
-    value = yaml.safe_load(text) if text else {}
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{tau: 8}}', got {text!r}")
-    return value
 
 
 def _add_dump_features(sub) -> None:
@@ -28,7 +20,7 @@ def _add_dump_features(sub) -> None:
     p.add_argument("--feature", required=True, help="mfcc | fbank | hubert | wavlm | wav2vec2 | whisper")
     p.add_argument("--checkpoint", help="model checkpoint (fairseq .pt, HF dir, CTranslate2 dir)")
     p.add_argument("--layer", type=int, help="transformer layer (1-based) for SSL features")
-    p.add_argument("--feature-conf", type=_yaml_dict, default={}, help="extra featurizer options (YAML)")
+    p.add_argument("--feature-conf", type=yaml_mapping, default={}, help="extra featurizer options (YAML)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
     p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
@@ -56,7 +48,7 @@ def _add_learn_kmeans(sub) -> None:
     p.add_argument("--backend", choices=["faiss", "sklearn"], default="faiss")
     p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to train on")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kmeans-conf", type=_yaml_dict, default={},
+    p.add_argument("--kmeans-conf", type=yaml_mapping, default={},
                    help="backend options, e.g. '{niter: 50}' (faiss) or '{n_init: 20}' (sklearn)")
     p.add_argument("--out", required=True, help="output centroids .npy (a .yaml is written beside it)")
     p.set_defaults(func=_run_learn_kmeans)
@@ -78,7 +70,7 @@ def _add_dump_tokens(sub) -> None:
     p.add_argument("--head", choices=["hard", "soft", "continuous"], default="hard")
     p.add_argument("--tau", type=float, help="soft temperature (> 0)")
     p.add_argument("--top-k", type=int, help="keep the k nearest centroids, renormalised")
-    p.add_argument("--head-conf", type=_yaml_dict, default={}, help="extra head options (YAML)")
+    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="extra head options (YAML)")
     p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_run_dump_tokens)
@@ -144,16 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``softtok`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(args.log_level)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-variant probe
-    try:
-        summary = args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as exc:
-        logger.error("%s: %s", args.command, exc)
-        return 1
-    logger.info("%s done: %s", args.command, ", ".join(f"{k}={v}" for k, v in summary.items()))
-    return 0
+    setup_logging(args.log_level)
+    return run_job(args.command, lambda: args.func(args), logger)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import needs_shared, needs_whisper
 from softtok.cli import main

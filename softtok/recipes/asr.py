@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
 from softtok.tokenizers.datadir import read_kaldi_map
@@ -236,26 +237,20 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_stage(args) -> Dict[str, Any]:
+    if args.stage == "sweep-tau":
+        return sweep_tau(args.exp_dir, args.feats, args.text, args.factors)
+    if args.stage == "decode-sets":
+        return decode_sets(args.exp_dir, args.dump, args.data, args.sets, args.search)
+    results = collect_results(args.exp, args.ks, args.sets, read_subsets(args.data, args.subsets), args.search)
+    write_results(results, args.out_dir, Path(args.commands).read_text() if args.commands else "")
+    return {"output": str(Path(args.out_dir) / "RESULTS.md")}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        if args.stage == "sweep-tau":
-            summary = sweep_tau(args.exp_dir, args.feats, args.text, args.factors)
-        elif args.stage == "decode-sets":
-            summary = decode_sets(args.exp_dir, args.dump, args.data, args.sets, args.search)
-        else:
-            results = collect_results(args.exp, args.ks, args.sets, read_subsets(args.data, args.subsets),
-                                      args.search)
-            commands = Path(args.commands).read_text() if args.commands else ""
-            write_results(results, args.out_dir, commands)
-            summary = {"output": str(Path(args.out_dir) / "RESULTS.md")}
-    except (ValueError, FileNotFoundError) as exc:
-        logger.error("%s: %s", args.stage, exc)
-        return 1
-    logger.info("%s done: %s", args.stage, ", ".join(f"{k}={v}" for k, v in summary.items()))
-    return 0
+    setup_logging()
+    return run_job(args.stage, lambda: _run_stage(args), logger)
 
 
 if __name__ == "__main__":

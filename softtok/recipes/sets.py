@@ -15,7 +15,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import soundfile as sf
 import torch
@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance
 from softtok.tokenizers.datadir import (DataDir, DataError, Segment, load_data_dir, read_kaldi_map, render_kaldi_map,
                                         speaker_files, subset_data_dir, write_data_dir, write_if_changed)
-from softtok.tokenizers.fileio import atomic_path, atomic_write_text, load_yaml
+from softtok.tokenizers.fileio import atomic_path, load_yaml
 
 logger = logging.getLogger(__name__)
 

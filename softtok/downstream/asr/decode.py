@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
 from softtok.downstream.scoring import write_score_dir
@@ -121,8 +122,6 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from softtok.downstream.asr.train import _yaml_arg
-
     p = argparse.ArgumentParser(description="Decode with a trained token ASR model.")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--feats", required=True)
@@ -130,7 +129,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
     p.add_argument("--tau", type=float)
     p.add_argument("--top-k", type=int)
-    p.add_argument("--head-conf", type=_yaml_arg, default={})
+    p.add_argument("--head-conf", type=yaml_mapping, default={})
     p.add_argument("--search", default="greedy", choices=SEARCHES)
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
@@ -141,17 +140,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO)
+    setup_logging()
     head_conf = {**args.head_conf, **{k: v for k, v in {"tau": args.tau, "top_k": args.top_k}.items() if v}}
-    try:
-        summary = decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf, args.search,
-                         args.beam_size, args.batch_frames, args.ctc_weight)
-    except (ValueError, FileNotFoundError) as exc:
-        logger.error("decode: %s", exc)
-        return 1
-    logger.info("decode done: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
-    return 0
+    return run_job("decode", lambda: decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf,
+                                            args.search, args.beam_size, args.batch_frames, args.ctc_weight), logger)
 
 
 if __name__ == "__main__":

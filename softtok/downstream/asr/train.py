@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.tokenizers.datadir import read_kaldi_map
@@ -180,15 +181,6 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     return summary
 
 
-def _yaml_arg(text: str) -> Dict[str, Any]:
-    import yaml
-
-    value = yaml.safe_load(text) if text else {}
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
-    return value
-
-
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a token ASR model (hybrid CTC/attention).")
     p.add_argument("--config", required=True)
@@ -198,23 +190,18 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-text", required=True)
     p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
     p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
-    p.add_argument("--head-conf", type=_yaml_arg, default={}, help="e.g. '{tau: 2.0, top_k: 32}' for soft/soft")
+    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}' for soft/soft")
     p.add_argument("--exp-dir", required=True)
-    p.add_argument("--override", type=_yaml_arg, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
+    p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        train(args.config, args.train_feats, args.train_text, args.valid_feats, args.valid_text, args.exp_dir,
-              args.head, args.kmeans, args.head_conf, args.override)
-    except (ValueError, FileNotFoundError) as exc:
-        logger.error("train: %s", exc)
-        return 1
-    return 0
+    setup_logging()
+    return run_job("train", lambda: train(args.config, args.train_feats, args.train_text, args.valid_feats,
+                                          args.valid_text, args.exp_dir, args.head, args.kmeans, args.head_conf,
+                                          args.override), logger)
 
 
 if __name__ == "__main__":
