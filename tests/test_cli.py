@@ -51,6 +51,11 @@ def test_whisper_pipeline_end_to_end(so_data, tmp_path, caplog):
 
     assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
                  "--head-conf", "{tau: 100}", "--out-dir", str(tmp_path / "dense")]) == 0
+    assert "(T, K) probabilities" in load_yaml(tmp_path / "dense" / "tokens.yaml")["layout"]
+    assert main(["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
+                 "--head-conf", "{tau: 100, top_k: 4}", "--out-dir", str(tmp_path / "conf_topk")]) == 0
+    assert "(T, 2k)" in load_yaml(tmp_path / "conf_topk" / "tokens.yaml")["layout"]  # top_k given via head-conf
+    assert next(iter(load_scp_dict(tmp_path / "conf_topk" / "tokens.scp").values())).shape[1] == 8
     dense = load_scp_dict(tmp_path / "dense" / "tokens.scp")
     assert all(m.shape == (len(hard[u]), 32) and np.allclose(m.sum(1), 1.0, atol=1e-5) for u, m in dense.items())
 

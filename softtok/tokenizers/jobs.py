@@ -127,7 +127,7 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
     layout = {"hard": "text: utt id id ...", "probs": "ark float32 (T, K) probabilities",
               "topk": "ark float32 (T, 2k): [:, :k] ids (exact integers), [:, k:] weights summing to 1",
               "feats": "ark float32 (T, D) features"}
-    kind = "hard" if head == "hard" else {"soft": "topk" if top_k else "probs", "continuous": "feats"}[head]
+    kind = "hard" if head == "hard" else {"soft": "topk" if conf.get("top_k") else "probs", "continuous": "feats"}[head]
     save_yaml(out / "tokens.yaml", {"head": head, "settings": the_head.settings(), "tau": conf.get("tau"),
                                     "top_k": conf.get("top_k"), "dedup": dedup_ids, "layout": layout[kind],
                                     "kmeans": str(Path(kmeans).resolve()), "n_clusters": codebook.n_clusters,

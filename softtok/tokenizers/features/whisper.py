@@ -7,7 +7,6 @@ utterances are encoded one at a time, or batched only when their lengths are equ
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -58,7 +57,7 @@ class WhisperEncoder(Featurizer):
         if not (Path(self.checkpoint) / "model.bin").is_file():
             raise FileNotFoundError(f"{self.checkpoint}: not a CTranslate2 model dir (no model.bin)")
         self.device = device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
-        threads = num_threads or min(4, os.cpu_count() or 1)
+        threads = num_threads or torch.get_num_threads()  # 1 in each --nj worker: no oversubscription
         self.model = ctranslate2.models.Whisper(self.checkpoint, device=self.device,
                                                 compute_type=compute_type, intra_threads=threads)
         self.dim = int(self._encode(np.zeros((1, N_MELS, 2), dtype=np.float32)).shape[-1])
