@@ -36,7 +36,7 @@ from softtok.tokenizers.kmeans import Codebook, learn_faiss, learn_kmeans
 logger = logging.getLogger("bench.tokenizer")
 
 BENCH = Path(__file__).resolve().parent
-CORPUS = Path("/work/shared/data/speechocean762")
+CORPUS = BENCH.parent.parent / "shared" / "data" / "speechocean762"  # ../shared/data beside the checkout
 # 1,000 of the 2,500 train utts (208k whisper frames = 200 per centroid at K=1024; 414k mfcc frames):
 # ~15-20 min on 2 idle cores, leaving room for contention within 20-30 min. faiss time grows with the
 # frames (50 full Lloyd passes), so all 2,500 utts would take ~35 min. sklearn's 20 k-means++ inits
