@@ -99,10 +99,6 @@ def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search:
 # ---------------------------------------------------------------- results
 
 
-def _subset_scores(per_utt: Dict[str, Dict[str, int]], utts: Sequence[str]) -> Dict[str, float]:
-    return summarize({u: per_utt[u] for u in utts if u in per_utt})
-
-
 def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: Dict[str, Dict[str, str]],
                     search: str = "greedy", continuous: str = "asr_continuous") -> Dict[str, Any]:
     """results.json: per K, set (and subset) and head: WER/CER, τ, paired bootstrap soft − hard, timing."""
@@ -121,7 +117,8 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
             groups = {name: None, **{f"{name}_{sub}": utts for sub, utts in subsets.get(name, {}).items()}}
             for group, utts in groups.items():
                 sel = {h: (t if utts is None else {u: t[u] for u in utts if u in t}) for h, t in tables.items()}
-                entry = {h: {key: summarize(t)[key] for key in ("wer", "cer")} for h, t in sel.items()}
+                entry = {h: {key: value for key, value in summarize(t).items() if key in ("wer", "cer")}
+                         for h, t in sel.items()}
                 if "soft" in entry:
                     entry["soft"]["tau"] = tau
                 if "soft" in sel and "hard" in sel:

@@ -26,17 +26,12 @@ from softtok.downstream.asr.train import load_trained
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
-from softtok.tokenizers.heads import Head, build_head
+from softtok.tokenizers.heads import build_head
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
 SEARCHES = ("greedy", "beam")
-
-
-def decode_dir_name(head: Head, search: str, beam_size: int = 10) -> str:
-    """``decode_<head settings>_<search>``, e.g. ``decode_soft_tau2_topk32_beam10``."""
-    return f"decode_{head.settings()}_{search}{beam_size if search == 'beam' else ''}"
 
 
 class TokenASRInference:
