@@ -14,6 +14,7 @@ import torch
 from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.downstream.asr.train import train
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import TokenInput
 
@@ -28,7 +29,8 @@ def smoke(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "PYTHON": sys.executable}
     argv = [str(RECIPE), "--smoke", "true", "--data_root", str(SHARED_DATA), "--data", str(root / "data"),
-            "--dump", str(root / "dump"), "--exp_dir", str(root / "exp"), "--results_dir", str(root)]
+            "--dump", str(root / "dump"), "--exp_dir", str(root / "exp"), "--results_dir", str(root),
+            "--soft_train_factor", "0.05"]
     out = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return root
@@ -43,18 +45,22 @@ def test_smoke_recipe_results_layout(smoke):
         for name in ("dev", "test", "test_adults", "test_children", "test_noisy_10db", "test_noisy_0db", "fsdd",
                      "fsdd_us", "fsdd_nonus"):
             entry = per_k[name]
-            assert set(entry) >= {"hard", "soft", "continuous", "soft_vs_hard"}
+            assert set(entry) >= {"hard", "soft", "continuous", "soft_trained", "soft_vs_hard", "soft_trained_vs_hard"}
             assert 0 <= entry["hard"]["wer"] and 0 <= entry["soft"]["cer"]
             assert entry["soft"]["tau"] == per_k["_tau_sweep"]["best"]["tau"]
             ci = entry["soft_vs_hard"]
             assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] >= 1000
+            assert entry["soft_trained"]["tau"] == per_k["_soft_trained"]["tau_sweep"]["best"]["tau"]
+    soft_config = load_yaml(smoke / "exp" / "asr_soft_k16" / "config.yaml")
+    assert soft_config["head"] == "soft" and soft_config["tau_factor"] == 0.05
+    assert results["K"]["16"]["_soft_trained"]["train_tau"] == soft_config["head_conf"]["tau"] > 0
     sweep = load_yaml(smoke / "exp" / "asr_hard_k16" / "tau_sweep.yaml")
     assert sweep["set"] == "dev" and [r["factor"] for r in sweep["sweep"]] == [0.01, 0.05]
     tau = sweep["best"]["tau"]
     assert (smoke / "exp" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "test" / "wer.txt").is_file()
     assert (smoke / "exp" / "asr_continuous" / "decode_continuous_greedy" / "fsdd" / "hyp").is_file()
     md = (smoke / "RESULTS.md").read_text()
-    assert "## K = 32" in md and "learn-kmeans" in md and (smoke / "tau_sweep.png").stat().st_size > 1000
+    assert "## K = 32" in md and "learn-kmeans" in md and "soft/soft − hard" in md and (smoke / "tau_sweep.png").stat().st_size > 1000
 
 
 @needs_shared
@@ -97,6 +103,13 @@ def test_model_accepts_three_input_forms_identically():
              TokenInput("topk", ids=ids[..., None], weights=torch.ones(2, 30, 1))]
     encoded = [model.encode(f, lengths)[0] for f in forms]
     assert torch.allclose(encoded[0], encoded[1], atol=1e-5) and torch.allclose(encoded[0], encoded[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("head, kmeans, factor", [("hard", "k.npy", 0.02), ("soft", None, 0.02), ("soft", "k.npy", 0)])
+def test_soft_training_tau_factor_needs_soft_head_and_codebook(tmp_path, head, kmeans, factor):
+    with pytest.raises(ValueError, match="--tau-factor"):
+        train("conf.yaml", "feats.scp", "text", "feats.scp", "text", str(tmp_path / "exp"), head, kmeans,
+              tau_factor=factor)
 
 
 def test_char_tokenizer_roundtrip():

@@ -18,31 +18,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
 from softtok.tokenizers.datadir import read_kaldi_map
-from softtok.tokenizers.fileio import atomic_write_text, iter_scp, load_yaml, save_yaml
-from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.fileio import atomic_write_text, load_yaml, save_yaml
+from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAU_FACTORS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
-
-
-def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000) -> float:
-    """Median over frames of ‖x − c_nearest‖² (the distance scale τ is expressed in)."""
-    mins, n = [], 0
-    for _, mat in iter_scp(feats_scp):
-        d2 = codebook.distances(torch.from_numpy(np.array(mat, dtype=np.float32)))
-        mins.append(d2.min(dim=1).values)
-        n += len(mat)
-        if n >= max_frames:
-            break
-    return float(torch.cat(mins).median())
 
 
 def _decode_name(head: str, tau: Optional[float] = None, search: str = "greedy") -> str:
@@ -101,7 +88,11 @@ def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search:
 
 def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: Dict[str, Dict[str, str]],
                     search: str = "greedy", continuous: str = "asr_continuous") -> Dict[str, Any]:
-    """results.json: per K, set (and subset) and head: WER/CER, τ, paired bootstrap soft − hard, timing."""
+    """results.json: per K, set (and subset) and head: WER/CER, τ, paired bootstrap soft − hard, timing.
+
+    Heads: ``hard`` and ``soft`` (τ* from dev) decode the hard-token model, ``continuous`` the
+    feature model, and ``soft_trained`` (when ``asr_soft_k<K>`` exists) the soft/soft model at its own τ*.
+    """
     exp_path = Path(exp)
     results: Dict[str, Any] = {"K": {}, "search": search}
     cont_dir = exp_path / continuous / _decode_name("continuous", None, search)
@@ -111,6 +102,11 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
         tau = sweep["best"]["tau"]
         dirs = {"hard": model / _decode_name("hard", None, search),
                 "soft": model / _decode_name("soft", tau, search), "continuous": cont_dir}
+        taus = {"soft": tau}
+        soft_model = exp_path / f"asr_soft_k{k}"
+        if (soft_model / "tau_sweep.yaml").is_file():
+            taus["soft_trained"] = load_yaml(soft_model / "tau_sweep.yaml")["best"]["tau"]
+            dirs["soft_trained"] = soft_model / _decode_name("soft", taus["soft_trained"], search)
         per_k: Dict[str, Any] = {}
         for name in sets:
             tables = {h: load_per_utt(d / name) for h, d in dirs.items() if (d / name / "per_utt.txt").is_file()}
@@ -119,15 +115,22 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
                 sel = {h: (t if utts is None else {u: t[u] for u in utts if u in t}) for h, t in tables.items()}
                 entry = {h: {key: value for key, value in summarize(t).items() if key in ("wer", "cer")}
                          for h, t in sel.items()}
-                if "soft" in entry:
-                    entry["soft"]["tau"] = tau
+                for h, h_tau in taus.items():
+                    if h in entry:
+                        entry[h]["tau"] = h_tau
                 if "soft" in sel and "hard" in sel:
                     entry["soft_vs_hard"] = paired_bootstrap(sel["hard"], sel["soft"], n_resamples=1000, seed=0)
+                if "soft_trained" in sel and "hard" in sel:
+                    entry["soft_trained_vs_hard"] = paired_bootstrap(sel["hard"], sel["soft_trained"],
+                                                                     n_resamples=1000, seed=0)
                 per_k[group] = entry
         times = {h: load_yaml(dirs[h] / "test" / "decode.yaml")["seconds"] for h in ("hard", "soft")
                  if (dirs[h] / "test" / "decode.yaml").is_file()}
         per_k["_decode_seconds_test"] = times
         per_k["_tau_sweep"] = sweep
+        if "soft_trained" in taus:
+            per_k["_soft_trained"] = {"train_tau": load_yaml(soft_model / "config.yaml")["head_conf"]["tau"],
+                                      "tau_sweep": load_yaml(soft_model / "tau_sweep.yaml")}
         results["K"][str(k)] = per_k
     return results
 
@@ -164,23 +167,39 @@ def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+HEAD_TITLES = {"hard": "hard", "soft": "soft (τ*)", "continuous": "continuous", "soft_trained": "soft/soft (τ*)"}
+DIFF_TITLES = {"soft_vs_hard": "soft − hard", "soft_trained_vs_hard": "soft/soft − hard"}
+
+
+def _ci_text(ci: Optional[Dict[str, float]]) -> str:
+    return f"{ci['delta']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]" if ci else "–"
+
+
+def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
+    lines = ["| τ / median d² | τ | dev WER | dev CER |", "|---|---|---|---|"]
+    lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
+    return lines + [f"| hard | – | {sweep['hard']['wer']:.2f} | {sweep['hard']['cer']:.2f} |", ""]
+
+
 def results_markdown(results: Dict[str, Any], commands: str) -> str:
     """The RESULTS.md text: one table per K plus the τ sweep, all from results.json."""
     lines = ["# Results", "", f"Generated by `python -m softtok.recipes.asr results` on "
              f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}); decoding: {results['search']}.", "", "## Commands", "", "```", commands.strip(),
-             "```", ""]
+             f"{torch.__version__}); decoding: {results['search']}. WER/CER in %; soft − hard is the paired "
+             "bootstrap WER difference with its 95 % interval (negative: soft is better).", "",
+             "## Commands", "", "```", commands.strip(), "```", ""]
     for k, per_k in results["K"].items():
-        lines += [f"## K = {k}", "", "| set | hard WER | soft WER (τ*) | continuous WER | soft − hard [95 % CI] "
-                  "| hard CER | soft CER | continuous CER |", "|---|---|---|---|---|---|---|---|"]
-        for name, entry in per_k.items():
-            if name.startswith("_"):
-                continue
-            cell = lambda h, m: f"{entry[h][m]:.2f}" if h in entry else "–"  # noqa: E731
-            ci = entry.get("soft_vs_hard")
-            ci_text = f"{ci['delta']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]" if ci else "–"
-            lines.append(f"| {name} | {cell('hard', 'wer')} | {cell('soft', 'wer')} | {cell('continuous', 'wer')} "
-                         f"| {ci_text} | {cell('hard', 'cer')} | {cell('soft', 'cer')} | {cell('continuous', 'cer')} |")
+        rows = {name: entry for name, entry in per_k.items() if not name.startswith("_")}
+        heads = [h for h in HEAD_TITLES if any(h in entry for entry in rows.values())]
+        diffs = [d for d in DIFF_TITLES if any(d in e for e in rows.values())]
+        titles = ([f"{HEAD_TITLES[h]} WER" for h in heads] + [f"{DIFF_TITLES[d]} [95 % CI]" for d in diffs]
+                  + [f"{HEAD_TITLES[h]} CER" for h in heads])
+        lines += [f"## K = {k}", "", "| set | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+        for name, entry in rows.items():
+            cells = [f"{entry[h]['wer']:.2f}" if h in entry else "–" for h in heads]
+            cells += [_ci_text(entry.get(d)) for d in diffs]
+            cells += [f"{entry[h]['cer']:.2f}" if h in entry else "–" for h in heads]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         sweep = per_k["_tau_sweep"]
         times = per_k.get("_decode_seconds_test", {})
         lines += ["", f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
@@ -188,9 +207,11 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
         if "hard" in times and "soft" in times:
             lines.append(f"Decode time on test: hard {times['hard']:.1f} s, soft {times['soft']:.1f} s "
                          f"(ratio {times['soft'] / times['hard']:.2f}).")
-        lines += ["", "| τ / median d² | τ | dev WER | dev CER |", "|---|---|---|---|"]
-        lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
-        lines += [f"| hard | – | {sweep['hard']['wer']:.2f} | {sweep['hard']['cer']:.2f} |", ""]
+        lines += ["", "Hard-token model, τ sweep on dev:", ""] + _sweep_table(sweep)
+        if "_soft_trained" in per_k:
+            soft = per_k["_soft_trained"]
+            lines += [f"Soft/soft model (trained at τ = {soft['train_tau']:.4g}), τ sweep on dev:", ""]
+            lines += _sweep_table(soft["tau_sweep"])
     lines += ["![τ sweep](tau_sweep.png)", ""]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
+from softtok.tokenizers.fileio import iter_scp, load_yaml, save_npy, save_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,21 @@ class Codebook:
             raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
         meta["path"] = str(path)
         return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
+
+
+def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000) -> float:
+    """Median over frames of ‖x − c_nearest‖²: the distance scale that recipes express τ in.
+
+    Reads utterances of ``feats_scp`` in order until ``max_frames`` frames are seen.
+    """
+    mins, n = [], 0
+    for _, mat in iter_scp(feats_scp):
+        d2 = codebook.distances(torch.from_numpy(np.array(mat, dtype=np.float32)))
+        mins.append(d2.min(dim=1).values)
+        n += len(mat)
+        if n >= max_frames:
+            break
+    return float(torch.cat(mins).median())
 
 
 def inertia(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> float:

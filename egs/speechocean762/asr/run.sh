@@ -14,6 +14,7 @@ km_portion=0.34                        # k-means on a third of train_sp (~ the s
 train_conf=conf/train_cpu.yaml
 tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
 search=greedy                          # greedy | beam (joint CTC/attention, slow on CPU)
+soft_train_factor=                     # e.g. 0.02: also train soft/soft models (τ = factor × median d²); empty: off
 nj=2
 smoke=false                            # tiny subsets and model: every stage in about two minutes
 data=data
@@ -25,6 +26,7 @@ results_dir=.
 if [ "$smoke" = true ]; then
   ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"
 fi
+discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
 test_sets="test test_noisy_10db test_noisy_0db fsdd"
@@ -32,6 +34,7 @@ feat_sets="train_sp dev $test_sets"
 feats=$dump/$feature
 cmds=$exp_dir/commands.txt
 mkdir -p "$exp_dir"
+echo "# $(date -u +%FT%TZ) egs/speechocean762/asr/run.sh $*" >> "$cmds"
 log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
@@ -79,8 +82,12 @@ train() {  # train EXP HEAD [--kmeans KM]
     --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text \
     --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text --exp-dir $exp_dir/$name
 }
-if run_stage 5 "train ASR on hard tokens"; then
-  for k in $ks; do train asr_hard_k$k hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy; done
+if run_stage 5 "train ASR on hard tokens (and soft/soft if soft_train_factor is set)"; then
+  for k in $ks; do
+    train asr_hard_k$k hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy
+    [ -z "$soft_train_factor" ] || train asr_soft_k$k soft --kmeans $exp_dir/kmeans/${feature}_k$k.npy \
+      --tau-factor "$soft_train_factor"
+  done
   mark_done 5
 fi
 if run_stage 6 "train continuous-feature ASR"; then
@@ -89,16 +96,16 @@ if run_stage 6 "train continuous-feature ASR"; then
 fi
 
 if run_stage 7 "choose τ on dev (sweep)"; then
-  for k in $ks; do
+  for model in $discrete_models; do
     # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/asr_hard_k$k --feats $feats/dev/feats.scp \
+    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats $feats/dev/feats.scp \
       --text $data/dev/text --factors $tau_factors
   done
   mark_done 7
 fi
 
 if run_stage 8 "decode every set: hard, soft(τ*), continuous"; then
-  for model in $(for k in $ks; do echo asr_hard_k$k; done) asr_continuous; do
+  for model in $discrete_models asr_continuous; do
     # shellcheck disable=SC2086
     log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
       --sets dev $test_sets --search $search

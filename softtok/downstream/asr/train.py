@@ -33,7 +33,7 @@ from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
 from softtok.tokenizers.jobs import feature_spec_of
-from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,13 @@ def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
 
 def train(config_path: str, train_feats: str, train_text: str, valid_feats: str, valid_text: str,
           exp_dir: str, head: str = "hard", kmeans: Optional[str] = None,
-          head_conf: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Train (or resume) one experiment and write the averaged ``model.pth``."""
+          head_conf: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None,
+          tau_factor: Optional[float] = None) -> Dict[str, Any]:
+    """Train (or resume) one experiment and write the averaged ``model.pth``.
+
+    ``tau_factor`` (soft/soft training) sets the soft head's τ to that multiple of the median
+    squared distance of training frames to their nearest centroid.
+    """
     exp = Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(exp / "train.log")
@@ -115,28 +120,34 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
     logging.getLogger().addHandler(handler)
     try:
         return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
-                      head_conf or {}, overrides or {})
+                      head_conf or {}, overrides or {}, tau_factor)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
 def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
-           head_conf, overrides) -> Dict[str, Any]:
+           head_conf, overrides, tau_factor) -> Dict[str, Any]:
     t0 = time.perf_counter()
+    if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
+        raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
     conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
     seed_everything(conf["seed"])
     torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
     codebook = Codebook.load(kmeans) if kmeans else None
     if codebook is not None:
         codebook.check_spec(feature_spec_of(train_feats), source=train_feats)
+    if tau_factor is not None:
+        scale = median_nearest_sqdist(codebook, train_feats)
+        head_conf = {**head_conf, "tau": float(f"{tau_factor * scale:.4g}")}
+        logger.info("soft training: τ = %g × median squared distance %.4g = %g", tau_factor, scale, head_conf["tau"])
     head = build_head(head_name, codebook, **head_conf)
     train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
     valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
     tokenizer = CharTokenizer.from_texts(list(train_data.text.values()))
     feat_dim = next(iter(train_data.feats.values())).shape[1]
     discrete = head_name != "continuous"
-    config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf,
+    config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
               "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
               "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
     save_yaml(exp / "config.yaml", config)
@@ -191,6 +202,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
     p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
     p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}' for soft/soft")
+    p.add_argument("--tau-factor", type=float,
+                   help="soft/soft training: τ as a multiple of the median squared distance to the nearest centroid")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
     return p
@@ -201,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging()
     return run_job("train", lambda: train(args.config, args.train_feats, args.train_text, args.valid_feats,
                                           args.valid_text, args.exp_dir, args.head, args.kmeans, args.head_conf,
-                                          args.override), logger)
+                                          args.override, args.tau_factor), logger)
 
 
 if __name__ == "__main__":
