@@ -1,0 +1,1 @@
+"""Unit vocoder (units -> 16 kHz waveform) and its evaluation metrics (:mod:`.metrics`)."""
