@@ -54,13 +54,16 @@ def test_smoke_recipe_results_layout(smoke):
     soft_config = load_yaml(smoke / "exp" / "asr_soft_k16" / "config.yaml")
     assert soft_config["head"] == "soft" and soft_config["tau_factor"] == 0.05
     assert results["K"]["16"]["_soft_trained"]["train_tau"] == soft_config["head_conf"]["tau"] > 0
+    training = results["training"]
+    assert set(training) == {"asr_hard_k16", "asr_hard_k32", "asr_soft_k16", "asr_soft_k32", "asr_continuous"}
+    assert training["asr_continuous"]["epochs"] == 2 and training["asr_continuous"]["train_seconds"] > 0
     sweep = load_yaml(smoke / "exp" / "asr_hard_k16" / "tau_sweep.yaml")
     assert sweep["set"] == "dev" and [r["factor"] for r in sweep["sweep"]] == [0.01, 0.05]
     tau = sweep["best"]["tau"]
     assert (smoke / "exp" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "test" / "wer.txt").is_file()
     assert (smoke / "exp" / "asr_continuous" / "decode_continuous_greedy" / "fsdd" / "hyp").is_file()
     md = (smoke / "RESULTS.md").read_text()
-    assert "## K = 32" in md and "learn-kmeans" in md and "soft/soft − hard" in md and (smoke / "tau_sweep.png").stat().st_size > 1000
+    assert "## K = 32" in md and "learn-kmeans" in md and "soft/soft − hard" in md and "## Training" in md and (smoke / "tau_sweep.png").stat().st_size > 1000
 
 
 @needs_shared

@@ -132,7 +132,21 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
             per_k["_soft_trained"] = {"train_tau": load_yaml(soft_model / "config.yaml")["head_conf"]["tau"],
                                       "tau_sweep": load_yaml(soft_model / "tau_sweep.yaml")}
         results["K"][str(k)] = per_k
+    results["training"] = {model.name: training_summary(model) for model in sorted(exp_path.glob("asr_*"))
+                           if (model / "history.yaml").is_file()}
     return results
+
+
+def training_summary(exp_dir: Path) -> Dict[str, Any]:
+    """Epochs, averaged epochs, best validation loss/accuracy and (when logged) training seconds of a model."""
+    hist = load_yaml(exp_dir / "history.yaml")
+    epochs = hist["history"]
+    best = min(epochs, key=lambda h: h["valid_loss"])
+    summary = {"epochs": len(epochs), "averaged_epochs": hist["averaged_epochs"],
+               "best_valid_loss": round(best["valid_loss"], 3), "best_valid_acc": round(best.get("valid_acc", 0.0), 4)}
+    if all("seconds" in h for h in epochs):
+        summary["train_seconds"] = round(sum(h["seconds"] for h in epochs), 1)
+    return summary
 
 
 def write_results(results: Dict[str, Any], out_dir: str, commands: str) -> None:
@@ -212,7 +226,13 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
             soft = per_k["_soft_trained"]
             lines += [f"Soft/soft model (trained at τ = {soft['train_tau']:.4g}), τ sweep on dev:", ""]
             lines += _sweep_table(soft["tau_sweep"])
-    lines += ["![τ sweep](tau_sweep.png)", ""]
+    lines += ["## Training", "", "| model | epochs | averaged | best valid loss | valid acc | train time |",
+              "|---|---|---|---|---|---|"]
+    for name, t in results.get("training", {}).items():
+        secs = f"{t['train_seconds'] / 60:.1f} min" if "train_seconds" in t else "–"
+        lines.append(f"| {name} | {t['epochs']} | {t['averaged_epochs']} | {t['best_valid_loss']} "
+                     f"| {t['best_valid_acc']} | {secs} |")
+    lines += ["", "![τ sweep](tau_sweep.png)", ""]
     return "\n".join(lines)
 
 

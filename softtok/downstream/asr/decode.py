@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData
-from softtok.downstream.asr.train import load_trained
+from softtok.downstream.asr.train import default_device, load_trained
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
@@ -89,9 +89,11 @@ class TokenASRInference:
 
 def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, head: str = "hard",
            head_conf: Optional[Dict[str, Any]] = None, search: str = "greedy", beam_size: int = 10,
-           batch_frames: int = 20000, ctc_weight: Optional[float] = None) -> Dict[str, Any]:
+           batch_frames: int = 20000, ctc_weight: Optional[float] = None,
+           device: Optional[str] = None) -> Dict[str, Any]:
     """Decode one set and score it when ``text`` is given; writes ``out_dir``."""
-    inference = TokenASRInference(exp_dir, head, head_conf, search, beam_size, ctc_weight)
+    inference = TokenASRInference(exp_dir, head, head_conf, search, beam_size, ctc_weight,
+                                  device=device or default_device())
     if inference.codebook is not None:
         inference.codebook.check_spec(feature_spec_of(feats), source=feats)
     data = TokenASRData(feats)
@@ -129,6 +131,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
     p.add_argument("--batch-frames", type=int, default=20000)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--out-dir", required=True)
     return p
 
@@ -138,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging()
     head_conf = {**args.head_conf, **{k: v for k, v in {"tau": args.tau, "top_k": args.top_k}.items() if v}}
     return run_job("decode", lambda: decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf,
-                                            args.search, args.beam_size, args.batch_frames, args.ctc_weight), logger)
+                                            args.search, args.beam_size, args.batch_frames, args.ctc_weight,
+                                            args.device), logger)
 
 
 if __name__ == "__main__":

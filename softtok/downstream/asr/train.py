@@ -70,14 +70,19 @@ def _save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
-               desc="") -> Dict[str, float]:
+               desc="", device="cpu") -> Dict[str, float]:
     """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
     n = 0
     with torch.set_grad_enabled(optimizer is not None), logging_redirect_tqdm():
-        for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer), total=len(groups),
+        for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer, device), total=len(groups),
                                                    desc=desc, unit="batch", leave=False):
             loss, stats = model(tokens, lengths, ys, y_lens)
             if optimizer is not None:
@@ -107,7 +112,7 @@ def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
 def train(config_path: str, train_feats: str, train_text: str, valid_feats: str, valid_text: str,
           exp_dir: str, head: str = "hard", kmeans: Optional[str] = None,
           head_conf: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None,
-          tau_factor: Optional[float] = None) -> Dict[str, Any]:
+          tau_factor: Optional[float] = None, device: Optional[str] = None) -> Dict[str, Any]:
     """Train (or resume) one experiment and write the averaged ``model.pth``.
 
     ``tau_factor`` (soft/soft training) sets the soft head's τ to that multiple of the median
@@ -120,14 +125,14 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
     logging.getLogger().addHandler(handler)
     try:
         return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
-                      head_conf or {}, overrides or {}, tau_factor)
+                      head_conf or {}, overrides or {}, tau_factor, device or default_device())
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
 def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
-           head_conf, overrides, tau_factor) -> Dict[str, Any]:
+           head_conf, overrides, tau_factor, device) -> Dict[str, Any]:
     t0 = time.perf_counter()
     if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
         raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
@@ -151,7 +156,7 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
               "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
               "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
     save_yaml(exp / "config.yaml", config)
-    model = build_model(config)
+    model = build_model(config).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters, %d train / %d valid utts, vocab %d, head %s",
                 n_params / 1e6, len(train_data.utts), len(valid_data.utts), len(tokenizer), head.settings())
@@ -173,12 +178,15 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
         logger.info("resumed from %s", done[-1])
     valid_groups = valid_data.batches(conf["batch_frames"])
     for epoch in range(start_epoch, conf["max_epoch"] + 1):
+        t_epoch = time.perf_counter()
         groups = train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch)
         tr = _run_epoch(model, train_data, groups, head, tokenizer, optimizer, scheduler, conf["grad_clip"],
-                        desc=f"epoch {epoch} train")
-        va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid")
+                        desc=f"epoch {epoch} train", device=device)
+        va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid",
+                        device=device)
         history.append({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
-                        **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"]})
+                        **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"],
+                        "seconds": round(time.perf_counter() - t_epoch, 1)})
         logger.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "epoch"))
         _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                "rng": torch.get_rng_state(), "epoch": epoch, "history": history}, ckpt_dir / f"epoch{epoch}.pth")
@@ -205,6 +213,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau-factor", type=float,
                    help="soft/soft training: τ as a multiple of the median squared distance to the nearest centroid")
     p.add_argument("--exp-dir", required=True)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
     return p
 
@@ -214,7 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging()
     return run_job("train", lambda: train(args.config, args.train_feats, args.train_text, args.valid_feats,
                                           args.valid_text, args.exp_dir, args.head, args.kmeans, args.head_conf,
-                                          args.override, args.tau_factor), logger)
+                                          args.override, args.tau_factor,
+                                          args.device), logger)
 
 
 if __name__ == "__main__":
