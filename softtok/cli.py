@@ -90,7 +90,7 @@ def _add_prepare(sub) -> None:
 
     p = sub.add_parser("prepare", help="corpus folder -> Kaldi data dirs",
                        description="Write Kaldi data dirs (absolute audio paths) for a corpus. Downloads: "
-                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items()))
+                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items() if k in PREPARERS))
     p.add_argument("--corpus", required=True, choices=sorted(PREPARERS))
     p.add_argument("--corpus-dir", required=True, help="the unpacked corpus folder")
     p.add_argument("--out-dir", required=True, help="data dirs are written to OUT_DIR/<split>")

