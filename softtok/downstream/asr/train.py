@@ -16,21 +16,21 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging, yaml_mapping
+from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
+                                        seed_everything)
 from softtok.tokenizers.datadir import read_kaldi_map
-from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
+from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
@@ -41,12 +41,6 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
 }
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_model(config: Dict[str, Any]) -> TokenASR:
@@ -63,16 +57,6 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
     model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
     tokenizer = CharTokenizer(config["token_list"][2:-1])
     return model.to(device).eval(), config, tokenizer
-
-
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
@@ -99,16 +83,6 @@ def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=N
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
-def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last)."""
-    states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
-    avg = {}
-    for key, value in states[-1].items():
-        avg[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype) \
-            if value.is_floating_point() else value
-    return avg
-
-
 def train(config_path: str, train_feats: str, train_text: str, valid_feats: str, valid_text: str,
           exp_dir: str, head: str = "hard", kmeans: Optional[str] = None,
           head_conf: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None,
@@ -120,20 +94,13 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
     """
     exp = Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(exp / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    try:
+    with log_to_file(exp / "train.log"):
         return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
                       head_conf or {}, overrides or {}, tau_factor, device or default_device())
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
            head_conf, overrides, tau_factor, device) -> Dict[str, Any]:
-    t0 = time.perf_counter()
     if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
         raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
     conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
@@ -164,18 +131,8 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     warmup = conf["warmup_steps"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # Noam-style warmup then 1/sqrt decay (ESPnet WarmupLR)
         optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
-    ckpt_dir = exp / "checkpoints"
-    history: List[Dict[str, float]] = []
-    start_epoch = 1
-    done = sorted(ckpt_dir.glob("epoch*.pth"), key=lambda p: int(p.stem[5:]))
-    if done:
-        state = torch.load(done[-1], map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        logger.info("resumed from %s", done[-1])
+    checkpoints = EpochCheckpoints(exp, model, optimizer, scheduler)
+    start_epoch = checkpoints.resume()
     valid_groups = valid_data.batches(conf["batch_frames"])
     for epoch in range(start_epoch, conf["max_epoch"] + 1):
         t_epoch = time.perf_counter()
@@ -184,20 +141,10 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
                         desc=f"epoch {epoch} train", device=device)
         va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid",
                         device=device)
-        history.append({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
-                        **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"],
-                        "seconds": round(time.perf_counter() - t_epoch, 1)})
-        logger.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "epoch"))
-        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "rng": torch.get_rng_state(), "epoch": epoch, "history": history}, ckpt_dir / f"epoch{epoch}.pth")
-    best = sorted(history, key=lambda h: h["valid_loss"])[:conf["keep_nbest"]]
-    _save(average_checkpoints([ckpt_dir / f"epoch{h['epoch']}.pth" for h in best]), exp / "model.pth")
-    save_yaml(exp / "history.yaml", {"history": history, "averaged_epochs": [h["epoch"] for h in best]})
-    summary = {"epochs": len(history), "best_valid_loss": round(best[0]["valid_loss"], 4),
-               "averaged": [h["epoch"] for h in best], "seconds": round(time.perf_counter() - t0, 1),
-               "output": str(exp / "model.pth")}
-    logger.info("training done: %s", summary)
-    return summary
+        checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
+                          **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"],
+                          "seconds": round(time.perf_counter() - t_epoch, 1)})
+    return checkpoints.finish(conf["keep_nbest"])
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -207,14 +154,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-text", required=True)
     p.add_argument("--valid-feats", required=True)
     p.add_argument("--valid-text", required=True)
-    p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
-    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
-    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}' for soft/soft")
+    add_training_args(p)
     p.add_argument("--tau-factor", type=float,
                    help="soft/soft training: τ as a multiple of the median squared distance to the nearest centroid")
-    p.add_argument("--exp-dir", required=True)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
-    p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
     return p
 
 

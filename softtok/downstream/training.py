@@ -1,0 +1,125 @@
+"""Training plumbing shared by every downstream model (ASR, vocoders).
+
+Seeding, device choice, ``train.log``, per-epoch checkpoints with resume, and the final
+``model.pth`` averaged over the best epochs by validation loss (as ESPnet's ``valid.loss.ave``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from softtok.tokenizers.fileio import atomic_path, save_yaml
+
+logger = logging.getLogger(__name__)
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """The options every downstream ``train`` CLI shares: input head, codebook, experiment folder, device."""
+    from softtok.common import yaml_mapping
+
+    p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
+    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
+    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}'")
+    p.add_argument("--exp-dir", required=True)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
+    p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary name, then rename: no half-written checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last)."""
+    states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
+    avg = {}
+    for key, value in states[-1].items():
+        avg[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype) \
+            if value.is_floating_point() else value
+    return avg
+
+
+@contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Copy every log record to ``path`` (``exp/train.log``) while the block runs."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+class EpochCheckpoints:
+    """``exp/checkpoints/epoch<N>.pth`` (model, optimizer, scheduler, RNG, history): resume and finish."""
+
+    def __init__(self, exp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Optional[Any] = None):
+        self.exp, self.dir = exp, exp / "checkpoints"
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.history: List[Dict[str, float]] = []
+        self.t0 = time.perf_counter()
+
+    def resume(self) -> int:
+        """Load the newest checkpoint, if any; returns the first epoch still to train."""
+        done = sorted(self.dir.glob("epoch*.pth"), key=lambda p: int(p.stem[5:]))
+        if not done:
+            return 1
+        state = torch.load(done[-1], map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.history = state["history"]
+        logger.info("resumed from %s", done[-1])
+        return state["epoch"] + 1
+
+    def save(self, record: Dict[str, float]) -> None:
+        """Log one finished epoch's ``record`` (with key ``epoch``) and checkpoint it."""
+        self.history.append(record)
+        logger.info("epoch %d: %s", record["epoch"],
+                    " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": torch.get_rng_state(), "epoch": record["epoch"], "history": self.history}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        save_atomic(state, self.dir / f"epoch{record['epoch']}.pth")
+
+    def finish(self, keep_nbest: int) -> Dict[str, Any]:
+        """Average the ``keep_nbest`` epochs of lowest validation loss into ``model.pth``; write history.yaml."""
+        if not self.history:
+            raise ValueError(f"{self.exp}: no epoch trained (max_epoch < 1?)")
+        best = sorted(self.history, key=lambda h: h["valid_loss"])[:keep_nbest]
+        save_atomic(average_checkpoints([self.dir / f"epoch{h['epoch']}.pth" for h in best]),
+                    self.exp / "model.pth")
+        save_yaml(self.exp / "history.yaml", {"history": self.history, "averaged_epochs": [h["epoch"] for h in best]})
+        summary = {"epochs": len(self.history), "best_valid_loss": round(best[0]["valid_loss"], 4),
+                   "averaged": [h["epoch"] for h in best], "seconds": round(time.perf_counter() - self.t0, 1),
+                   "output": str(self.exp / "model.pth")}
+        logger.info("training done: %s", summary)
+        return summary

@@ -1,0 +1,352 @@
+"""The ``mel`` unit vocoder: tokens (50 frames/s) → log-mel (100 frames/s) → Griffin-Lim → 16 kHz waveform.
+
+A small CPU-trainable baseline. Inputs go through the same :class:`TokenEmbedding` as ASR, so a model
+trained on hard ids is driven at inference by hard ids, dense soft probabilities or top-k tokens
+(continuous-input models take the features themselves).
+
+* Target: log of the magnitude (power 1) Slaney mel spectrogram, 80 bins, n_fft 1024, window 1024,
+  hop 160 (10 ms), 0–8000 Hz, floored at 1e-5 (HiFi-GAN's convention). Token frames are 20 ms, so the
+  network predicts two mel frames per token frame; token and mel sequences are cropped to
+  ``min(2·T_tok, T_mel)`` for the loss.
+* Model: embedding → input projection + LayerNorm → residual conv blocks (Conv1d, LayerNorm, GELU,
+  dropout) → ×2 upsampling (a linear layer to 2·C channels, reshaped to two frames) → more residual
+  blocks → linear to 80 bins. Padding frames are zeroed before every convolution, so an utterance's
+  output does not depend on what it is batched with.
+* Griffin-Lim: the mel → linear inversion uses the pseudo-inverse of the mel filterbank, clamped ≥ 0.
+  torchaudio's ``InverseMelScale`` solves a non-negative least-squares problem by SGD and takes seconds
+  per utterance; the pseudo-inverse is one matmul and, after Griffin-Lim, gives speech of the same
+  (limited) quality. Then 32 iterations of fast Griffin-Lim (momentum 0.99).
+
+    python -m softtok.downstream.vocoder.mel --exp-dir exp/voc_mel_hard_k128 \\
+        --feats dump/whisper/test/feats.scp --out-dir exp/voc_mel_hard_k128/synth_soft_tau2 \\
+        --head soft --head-conf '{tau: 2}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+from softtok.common import run_job, setup_logging, yaml_mapping
+from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
+from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance
+from softtok.tokenizers.datadir import load_data_dir, write_kaldi_map
+from softtok.tokenizers.fileio import atomic_path, load_scp_dict, load_yaml, save_yaml
+from softtok.tokenizers.heads import Head, TokenInput, build_head
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+N_FFT = 1024
+WIN_LENGTH = 1024
+HOP_LENGTH = 160
+N_MELS = 80
+F_MIN = 0.0
+F_MAX = 8000.0
+LOG_FLOOR = 1e-5
+UPSAMPLE = 2  # mel frames (10 ms) per token frame (20 ms)
+MEL_SETTINGS = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH,
+                "n_mels": N_MELS, "f_min": F_MIN, "f_max": F_MAX, "power": 1.0, "mel_scale": "slaney",
+                "norm": "slaney", "log_floor": LOG_FLOOR}
+
+
+def _check_sample_rate(sr: int, name: str) -> None:
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"{name}: sample rate must be {SAMPLE_RATE} Hz, got {sr}")
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, f_min=F_MIN,
+        f_max=F_MAX, n_mels=N_MELS, power=1.0, norm="slaney", mel_scale="slaney")
+
+
+def log_mel(wave: torch.Tensor | np.ndarray, sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """(T_mel, 80) float32 log-mel of a mono 16 kHz waveform; T_mel = 1 + samples // 160."""
+    _check_sample_rate(sr, "log_mel")
+    wave = torch.as_tensor(np.asarray(wave, dtype=np.float32) if isinstance(wave, np.ndarray) else wave).float()
+    if wave.ndim != 1 or wave.numel() == 0:
+        raise ValueError(f"log_mel: expected a non-empty mono 1-D waveform, got shape {tuple(wave.shape)}")
+    mel = _mel_transform()(wave.cpu())  # (80, T_mel)
+    return torch.log(mel.clamp_min(LOG_FLOOR)).T.contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def _inverse_filterbank() -> torch.Tensor:
+    """Pseudo-inverse (n_freqs, n_mels) of the mel filterbank: linear magnitude ≈ pinv @ mel."""
+    fb = _mel_transform().mel_scale.fb  # (n_freqs, n_mels)
+    return torch.linalg.pinv(fb.T.double()).float()
+
+
+@functools.lru_cache(maxsize=None)
+def _griffin_lim_transform(n_iter: int, momentum: float) -> torchaudio.transforms.GriffinLim:
+    return torchaudio.transforms.GriffinLim(n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, power=1.0,
+                                            n_iter=n_iter, momentum=momentum, rand_init=False)
+
+
+def griffin_lim(log_mel_spec: torch.Tensor | np.ndarray, n_iter: int = 32, momentum: float = 0.99) -> torch.Tensor:
+    """16 kHz waveform (samples = 160·(T_mel − 1)) of a (T_mel, 80) log-mel: pinv mel inversion + Griffin-Lim."""
+    spec = torch.as_tensor(log_mel_spec).detach().float().cpu()
+    if spec.ndim != 2 or spec.shape[1] != N_MELS or spec.shape[0] == 0:
+        raise ValueError(f"griffin_lim: expected a non-empty (T, {N_MELS}) log-mel, got shape {tuple(spec.shape)}")
+    if not torch.isfinite(spec).all():
+        raise ValueError("griffin_lim: log-mel contains NaN or infinite values")
+    mag = (_inverse_filterbank() @ spec.exp().T).clamp_min(0.0)  # (n_freqs, T_mel)
+    with torch.no_grad():
+        wave = _griffin_lim_transform(n_iter, momentum)(mag)
+    return wave.clamp(-1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+class ConvBlock(nn.Module):
+    """x + dropout(GELU(LayerNorm(Conv1d(x)))) on (B, T, C), padding frames zeroed."""
+
+    def __init__(self, channels: int, kernel: int, dropout: float):
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"conv kernel must be odd, got {kernel}")
+        self.conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+        self.norm = nn.LayerNorm(channels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = self.conv((x * mask).transpose(1, 2)).transpose(1, 2)
+        return (x + self.dropout(F.gelu(self.norm(y)))) * mask
+
+
+def _mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    return (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(-1).float()
+
+
+class MelVocoder(nn.Module):
+    """Tokens (B, T) / probs (B, T, K) / top-k / features (B, T, D) → log-mel (B, 2T, n_mels)."""
+
+    def __init__(self, n_tokens: Optional[int] = None, feat_dim: Optional[int] = None, embed_dim: int = 256,
+                 channels: int = 256, n_layers: int = 4, n_post_layers: int = 2, kernel: int = 5,
+                 n_mels: int = N_MELS, dropout: float = 0.1, l2_weight: float = 0.0):
+        super().__init__()
+        self.embed = TokenEmbedding(n_tokens, embed_dim, feat_dim)
+        self.n_tokens, self.feat_dim, self.n_mels, self.l2_weight = n_tokens, feat_dim, n_mels, l2_weight
+        self.proj = nn.Linear(embed_dim, channels)
+        self.in_norm = nn.LayerNorm(channels)
+        self.pre = nn.ModuleList(ConvBlock(channels, kernel, dropout) for _ in range(n_layers))
+        self.upsample = nn.Linear(channels, UPSAMPLE * channels)
+        self.post = nn.ModuleList(ConvBlock(channels, kernel, dropout) for _ in range(n_post_layers))
+        self.out = nn.Linear(channels, n_mels)
+        nn.init.constant_(self.out.bias, -5.0)  # near the mean log-mel of speech: faster start
+
+    @property
+    def kind(self) -> str:
+        return self.embed.kind
+
+    def check_input(self, tokens: TokenInput) -> None:
+        """One-line ValueError for input the model cannot take (wrong kind or K, empty)."""
+        if tokens.kind == "feats" and self.kind == "discrete":
+            raise ValueError(f"model was trained on tokens (K={self.n_tokens}); it cannot take continuous features")
+        if tokens.kind != "feats" and self.kind == "continuous":
+            raise ValueError(f"model was trained on continuous features (dim {self.feat_dim}); "
+                             f"it cannot take {tokens.kind!r} token input")
+        if tokens.kind == "probs" and tokens.probs.shape[-1] != self.n_tokens:
+            raise ValueError(f"soft probabilities over K={tokens.probs.shape[-1]} tokens, model has K={self.n_tokens}")
+        if tokens.kind == "feats" and tokens.feats.shape[-1] != self.feat_dim:
+            raise ValueError(f"features of dim {tokens.feats.shape[-1]}, model takes dim {self.feat_dim}")
+        if tokens.kind in ("ids", "topk") and tokens.ids.numel() and \
+                (int(tokens.ids.max()) >= self.n_tokens or int(tokens.ids.min()) < 0):
+            raise ValueError(f"token ids outside [0, K={self.n_tokens})")
+        main = next(t for t in (tokens.ids, tokens.probs, tokens.feats) if t is not None)
+        if main.ndim < 2 or main.shape[0] == 0 or main.shape[1] == 0:
+            raise ValueError(f"empty token sequence (input shape {tuple(main.shape)}; expected batched (B, T, ...))")
+
+    def forward(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(mel (B, 2T, n_mels), mel_lengths (B,) = 2·lengths) of batched (B, T, …) input."""
+        self.check_input(tokens)
+        if int(lengths.min()) <= 0:
+            raise ValueError("empty token sequence")
+        x = self.in_norm(self.proj(self.embed(tokens)))  # (B, T, C)
+        b, t, c = x.shape
+        mask = _mask(lengths, t)
+        for block in self.pre:
+            x = block(x, mask)
+        x = self.upsample(x).reshape(b, t * UPSAMPLE, c)
+        mel_lengths = lengths * UPSAMPLE
+        mask = _mask(mel_lengths, t * UPSAMPLE)
+        for block in self.post:
+            x = block(x, mask)
+        return self.out(x) * mask, mel_lengths
+
+    def loss(self, mel: torch.Tensor, mel_lengths: torch.Tensor, target: torch.Tensor,
+             target_lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Masked L1 (+ ``l2_weight`` · L2) per mel bin over the first min(2·T_tok, T_mel) frames of each utterance."""
+        lengths = torch.minimum(mel_lengths, target_lengths)
+        t = min(mel.shape[1], target.shape[1], int(lengths.max()))
+        mask = _mask(lengths, t)
+        diff = (mel[:, :t] - target[:, :t]) * mask
+        denom = mask.sum() * mel.shape[-1]
+        l1 = diff.abs().sum() / denom
+        l2 = (diff * diff).sum() / denom
+        loss = l1 + self.l2_weight * l2
+        return loss, {"loss": loss.item(), "l1": l1.item(), "l2": l2.item()}
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class MelVocoderData(TokenASRData):
+    """Features of a feats.scp (heads run on the fly) paired with log-mel targets of a data dir's audio.
+
+    Log-mels are computed once, in memory. Token and mel lengths must agree to within 10 %
+    (2 mel frames per token frame), which catches features of another frame rate or audio.
+    """
+
+    def __init__(self, feats_scp: str, data_dir: str, max_frames: Optional[int] = None,
+                 sample_rate: int = TARGET_SAMPLE_RATE):
+        _check_sample_rate(sample_rate, f"{data_dir}")
+        super().__init__(feats_scp, None, max_frames)
+        if not self.utts:
+            raise ValueError(f"{feats_scp}: no utterances (after max_frames={max_frames})")
+        data = load_data_dir(data_dir)
+        missing = [u for u in self.utts if u not in set(data.utt_ids)]
+        if missing:
+            raise ValueError(f"{data_dir}: utterance {missing[0]!r} of {feats_scp} has no audio ({len(missing)} missing)")
+        self.mels: Dict[str, torch.Tensor] = {}
+        for utt in self.utts:
+            if len(self.feats[utt]) == 0:
+                raise ValueError(f"{feats_scp}: utterance {utt!r} has an empty token sequence")
+            wave = read_utterance(data, utt, sample_rate)
+            mel = log_mel(wave, sample_rate)
+            n_tok, n_mel = len(self.feats[utt]), len(mel)
+            if abs(UPSAMPLE * n_tok - n_mel) > max(4, 0.1 * n_mel):
+                raise ValueError(f"utterance {utt!r}: {n_tok} token frames but {n_mel} mel frames; expected "
+                                 f"{UPSAMPLE} mel frames (10 ms) per token frame (20 ms)")
+            self.mels[utt] = mel
+
+    def collate(self, utts: Sequence[str], head: Head, tokenizer: Any = None, device: str = "cpu"):
+        """(utts, TokenInput, lengths, target log-mels (B, T_mel, 80), target lengths) of one batch."""
+        items = [head(torch.from_numpy(self.feats[u]).to(device)) for u in utts]
+        tokens, lengths = pad_token_inputs(items)
+        mels = [self.mels[u] for u in utts]
+        mel_lengths = torch.tensor([len(m) for m in mels], dtype=torch.long)
+        target = nn.utils.rnn.pad_sequence(mels, batch_first=True)
+        return list(utts), tokens, lengths.to(device), target.to(device), mel_lengths.to(device)
+
+
+# ----------------------------------------------------------------------------------------------- inference
+
+
+def build_model(config: Dict[str, Any]) -> MelVocoder:
+    """Rebuild the model from an experiment's config.yaml contents."""
+    return MelVocoder(n_tokens=config.get("n_tokens"), feat_dim=config.get("feat_dim"), **config.get("model", {}))
+
+
+def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
+    """(model in eval mode, config) of a trained experiment."""
+    exp = Path(exp_dir)
+    config = load_yaml(exp / "config.yaml")
+    model = build_model(config)
+    model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
+    return model.to(device).eval(), config
+
+
+def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optional[Dict[str, Any]],
+                   kmeans: Optional[str] = None) -> Head:
+    """The head for synthesis (default: the training head and its options), checked against the model (kind, K)."""
+    if head is None:
+        head, head_conf = config["head"], head_conf or config.get("head_conf") or {}
+    discrete = config.get("n_tokens") is not None
+    if (head == "continuous") == discrete:
+        raise ValueError(f"model was trained with head {config['head']!r} "
+                         f"({'tokens' if discrete else 'continuous features'}); it cannot take head {head!r}")
+    codebook = None
+    if discrete:
+        path = kmeans or config.get("kmeans")
+        if not path:
+            raise ValueError("a token model needs its k-means codebook (--kmeans)")
+        codebook = Codebook.load(path)
+        if codebook.n_clusters != config["n_tokens"]:
+            raise ValueError(f"codebook {path} has K={codebook.n_clusters}, model has K={config['n_tokens']}")
+    return build_head(head, codebook, **(head_conf or {}))
+
+
+def write_wave(path: Path, wave: torch.Tensor | np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """A 16-bit PCM mono WAV, written atomically."""
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.asarray(wave, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
+
+
+def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
+               head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None, n_iter: int = 32,
+               device: str = "cpu") -> Dict[str, Any]:
+    """Write ``<out_dir>/wav/<utt>.wav`` (16 kHz), ``wav.scp`` and ``synth.yaml`` for every utterance of ``feats``."""
+    t0 = time.perf_counter()
+    model, config = load_trained(exp_dir, device=device)
+    the_head = inference_head(config, head, head_conf, kmeans)
+    out = Path(out_dir)
+    wav_scp: Dict[str, str] = {}
+    t_net = t_gl = 0.0
+    seconds = 0.0
+    with torch.no_grad():
+        for utt, matrix in sorted(load_scp_dict(feats).items()):
+            if len(matrix) == 0:
+                raise ValueError(f"{feats}: utterance {utt!r} has an empty token sequence")
+            t1 = time.perf_counter()
+            tokens, lengths = pad_token_inputs([the_head(torch.from_numpy(np.array(matrix, np.float32)).to(device))])
+            mel, _ = model(tokens, lengths.to(device))
+            t2 = time.perf_counter()
+            wave = griffin_lim(mel[0], n_iter=n_iter)
+            t_gl += time.perf_counter() - t2
+            t_net += t2 - t1
+            path = (out / "wav" / f"{utt}.wav").resolve()
+            write_wave(path, wave)
+            wav_scp[utt] = str(path)
+            seconds += len(wave) / SAMPLE_RATE
+    if not wav_scp:
+        raise ValueError(f"{feats}: no utterances")
+    write_kaldi_map(out / "wav.scp", wav_scp)
+    settings = {"exp_dir": str(Path(exp_dir).resolve()), "checkpoint": "model.pth", "feats": str(feats),
+                "head": the_head.name, "head_conf": dict(head_conf or {}), "head_settings": the_head.settings(),
+                "kmeans": kmeans or config.get("kmeans"), "trained_head": config["head"],
+                "griffin_lim": {"n_iter": n_iter, "momentum": 0.99, "mel_inverse": "pinv"}, "mel": MEL_SETTINGS}
+    save_yaml(out / "synth.yaml", settings)
+    return {"utterances": len(wav_scp), "audio_seconds": round(seconds, 1), "network_seconds": round(t_net, 2),
+            "griffin_lim_seconds": round(t_gl, 2), "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(out / "wav.scp")}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Synthesize 16 kHz speech with a trained mel vocoder + Griffin-Lim.")
+    p.add_argument("--exp-dir", required=True, help="trained experiment (config.yaml, model.pth)")
+    p.add_argument("--feats", required=True, help="feats.scp of the utterances to synthesize")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--head", choices=["hard", "soft", "continuous"], help="default: the training head")
+    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}'")
+    p.add_argument("--kmeans", help="codebook .npy (default: the one the model was trained with)")
+    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    return run_job("synthesize", lambda: synthesize(args.exp_dir, args.feats, args.out_dir, args.head,
+                                                    args.head_conf, args.kmeans, args.n_iter, args.device), logger)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Train the ``mel`` unit vocoder (tokens → log-mel) from a YAML config: seeded, checkpointed every epoch, resumable.
+
+``exp_dir`` gets ``train.log``, ``config.yaml`` (everything needed to rebuild the model: n_tokens or
+feat_dim, head, head_conf, codebook path, model options), ``checkpoints/epoch<N>.pth``, ``history.yaml``
+and, at the end, ``model.pth``: the average of the ``keep_nbest`` checkpoints with the lowest
+validation loss (the training set serves as validation set when none is given).
+
+    python -m softtok.downstream.vocoder.train --config conf/voc_mel.yaml \\
+        --feats dump/whisper/train/feats.scp --data-dir data/train \\
+        --kmeans exp/kmeans_k128.npy --head hard --exp-dir exp/voc_mel_hard_k128
+
+Synthesis: ``python -m softtok.downstream.vocoder.mel`` (see :mod:`softtok.downstream.vocoder.mel`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from softtok.common import run_job, setup_logging
+from softtok.downstream.asr.data import iterate
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
+                                        seed_everything)
+from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
+from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.heads import build_head
+from softtok.tokenizers.jobs import feature_spec_of
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: Dict[str, Any] = {
+    "seed": 0, "max_epoch": 30, "batch_frames": 4000, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 5.0,
+    "keep_nbest": 3, "max_utt_frames": 1500, "model": {},
+}
+
+
+def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device="cpu") -> Dict[str, float]:
+    """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
+    model.train(optimizer is not None)
+    totals: Dict[str, float] = {}
+    n = 0
+    with torch.set_grad_enabled(optimizer is not None):
+        for _, tokens, lengths, target, target_lengths in iterate(data, groups, head, None, device):
+            mel, mel_lengths = model(tokens, lengths)
+            loss, stats = model.loss(mel, mel_lengths, target, target_lengths)
+            if optimizer is not None:
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if torch.isfinite(grad_norm):
+                    optimizer.step()
+            weight = int(torch.minimum(mel_lengths, target_lengths).sum())
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v * weight
+            n += weight
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str = "hard",
+          kmeans: Optional[str] = None, head_conf: Optional[Dict[str, Any]] = None,
+          overrides: Optional[Dict[str, Any]] = None, valid_feats: Optional[str] = None,
+          valid_data: Optional[str] = None, device: Optional[str] = None) -> Dict[str, Any]:
+    """Train (or resume) one mel-vocoder experiment and write ``model.pth``."""
+    if (valid_feats is None) != (valid_data is None):
+        raise ValueError("--valid-feats and --valid-data go together")
+    exp = Path(exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    with log_to_file(exp / "train.log"):
+        return _train(config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {},
+                      valid_feats, valid_data, device or default_device())
+
+
+def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
+           valid_dir, device) -> Dict[str, Any]:
+    conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
+    seed_everything(conf["seed"])
+    torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
+    codebook = Codebook.load(kmeans) if kmeans else None
+    if codebook is not None:
+        codebook.check_spec(feature_spec_of(feats), source=feats)
+    head = build_head(head_name, codebook, **head_conf)
+    train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"])
+    valid_data = MelVocoderData(valid_feats, valid_dir) if valid_feats else train_data
+    feat_dim = next(iter(train_data.feats.values())).shape[1]
+    if codebook is not None:
+        codebook.check_features(next(iter(train_data.feats.values())), name=feats)
+    discrete = head_name != "continuous"
+    config = {**conf, "vocoder": "mel", "head": head_name, "head_conf": head_conf,
+              "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
+              "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(feats),
+              "train_data": str(data_dir), "mel": MEL_SETTINGS}
+    save_yaml(exp / "config.yaml", config)
+    model = build_model(config).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_frames = sum(len(f) for f in train_data.feats.values())
+    logger.info("mel vocoder: %.2fM parameters, %d train utts (%d token frames) / %d valid utts, head %s",
+                n_params / 1e6, len(train_data.utts), n_frames, len(valid_data.utts), head.settings())
+    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
+    checkpoints = EpochCheckpoints(exp, model, optimizer)
+    start_epoch = checkpoints.resume()
+    valid_groups = valid_data.batches(conf["batch_frames"])
+    for epoch in range(start_epoch, conf["max_epoch"] + 1):
+        t_epoch = time.perf_counter()
+        groups = train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch)
+        tr = _run_epoch(model, train_data, groups, head, optimizer, conf["grad_clip"], device)
+        t_train = time.perf_counter() - t_epoch
+        va = _run_epoch(model, valid_data, valid_groups, head, device=device)
+        checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
+                          **{f"valid_{k}": v for k, v in va.items()},
+                          "train_seconds_per_1k_frames": round(1000 * t_train / max(n_frames, 1), 4),
+                          "seconds": round(time.perf_counter() - t_epoch, 1)})
+    return checkpoints.finish(conf["keep_nbest"])
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the mel unit vocoder (tokens -> log-mel; Griffin-Lim at synthesis).")
+    p.add_argument("--config", required=True)
+    p.add_argument("--feats", required=True, help="training feats.scp (50 frames/s)")
+    p.add_argument("--data-dir", required=True, help="Kaldi data dir of the same utterances (wav.scp, 16 kHz)")
+    p.add_argument("--valid-feats", help="validation feats.scp (default: the training set)")
+    p.add_argument("--valid-data", help="validation data dir (with --valid-feats)")
+    add_training_args(p)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    return run_job("train", lambda: train(args.config, args.feats, args.data_dir, args.exp_dir, args.head,
+                                          args.kmeans, args.head_conf, args.override, args.valid_feats,
+                                          args.valid_data, args.device), logger)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
