@@ -55,7 +55,7 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
         logger.info("τ = %.4g (%.3g × median d²): dev WER %.2f", tau, f, res["wer"])
     best = min(rows, key=lambda r: (r["wer"], r["cer"]))
     sweep = {"set": set_name, "median_sqdist": scale, "hard": {"wer": hard["wer"], "cer": hard["cer"]},
-             "sweep": rows, "best": best}
+             "sweep": rows, "best": dict(best)}  # a copy: no YAML alias
     save_yaml(exp / "tau_sweep.yaml", sweep)
     return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": hard["wer"]}
 
