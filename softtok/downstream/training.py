@@ -61,6 +61,18 @@ def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
     return avg
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   grad_clip: float, scheduler: Optional[Any] = None) -> None:
+    """Backward, clip the gradient norm, and step (skipped when the norm is not finite)."""
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if torch.isfinite(grad_norm):
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
 @contextmanager
 def log_to_file(path: Path) -> Iterator[None]:
     """Copy every log record to ``path`` (``exp/train.log``) while the block runs."""

@@ -28,7 +28,7 @@ from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
-                                        seed_everything)
+                                        optimizer_step, seed_everything)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
@@ -70,12 +70,7 @@ def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=N
                                                    desc=desc, unit="batch", leave=False):
             loss, stats = model(tokens, lengths, ys, y_lens)
             if optimizer is not None:
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                if torch.isfinite(grad_norm):
-                    optimizer.step()
-                scheduler.step()
+                optimizer_step(model, optimizer, loss, grad_clip, scheduler)
             weight = len(lengths)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v * weight

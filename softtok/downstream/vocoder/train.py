@@ -25,7 +25,7 @@ import torch
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
-                                        seed_everything)
+                                        optimizer_step, seed_everything)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
@@ -50,11 +50,7 @@ def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device=
             mel, mel_lengths = model(tokens, lengths)
             loss, stats = model.loss(mel, mel_lengths, target, target_lengths)
             if optimizer is not None:
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                if torch.isfinite(grad_norm):
-                    optimizer.step()
+                optimizer_step(model, optimizer, loss, grad_clip)
             weight = int(torch.minimum(mel_lengths, target_lengths).sum())
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v * weight
