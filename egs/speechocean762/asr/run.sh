@@ -38,11 +38,11 @@ echo "# $(date -u +%FT%TZ) egs/speechocean762/asr/run.sh $*" >> "$cmds"
 log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
-  $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data/orig"
-  $softtok prepare --corpus fsdd --corpus-dir "$data_root/fsdd" --out-dir "$data/orig"
+  log $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data/orig"
+  log $softtok prepare --corpus fsdd --corpus-dir "$data_root/fsdd" --out-dir "$data/orig"
   for set in train test fsdd; do
     if [ "$smoke" = true ]; then n=$([ $set = train ] && echo 120 || echo 24)
-      $softtok subset-data --src "$data/orig/$set" --out "$data/$set" --n $n
+      log $softtok subset-data --src "$data/orig/$set" --out "$data/$set" --n $n
     else rm -rf "${data:?}/$set"; cp -r "$data/orig/$set" "$data/$set"; fi
   done
   mark_done 1
@@ -50,14 +50,14 @@ fi
 
 if run_stage 2 "dev split, speed perturbation, noisy and subset sets"; then
   sets="$py -m softtok.recipes.sets"
-  $sets split-speakers --src $data/train --out-a $data/train_nodev --out-b $data/dev --fraction 0.1 --seed 0
-  $sets speed-perturb --src $data/train_nodev --out $data/train_sp --factors 0.9 1.0 1.1
+  log $sets split-speakers --src $data/train --out-a $data/train_nodev --out-b $data/dev --fraction 0.1 --seed 0
+  log $sets speed-perturb --src $data/train_nodev --out $data/train_sp --factors 0.9 1.0 1.1
   for snr in 10 0; do
-    $sets add-noise --src $data/test --out $data/test_noisy_${snr}db --snr $snr --noise babble \
+    log $sets add-noise --src $data/test --out $data/test_noisy_${snr}db --snr $snr --noise babble \
       --noise-source $data/train_nodev --seed 0
   done
-  $sets split-age --src $data/test --out-adults $data/test_adults --out-children $data/test_children
-  $sets split-accent --src $data/fsdd --out-us $data/fsdd_us --out-nonus $data/fsdd_nonus
+  log $sets split-age --src $data/test --out-adults $data/test_adults --out-children $data/test_children
+  log $sets split-accent --src $data/fsdd --out-us $data/fsdd_us --out-nonus $data/fsdd_nonus
   mark_done 2
 fi
 
