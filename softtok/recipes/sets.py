@@ -17,21 +17,19 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 import yaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance
+from softtok.tokenizers.audio import PEAK_LIMIT, TARGET_SAMPLE_RATE, limit_peak, read_utterance, write_audio
 from softtok.tokenizers.datadir import (DataDir, DataError, Segment, load_data_dir, read_kaldi_map, render_kaldi_map,
                                         speaker_files, subset_data_dir, write_data_dir, write_if_changed)
-from softtok.tokenizers.fileio import atomic_path, load_yaml
+from softtok.tokenizers.fileio import load_yaml
 
 logger = logging.getLogger(__name__)
 
-PEAK_LIMIT = 0.99  # mixtures / perturbed audio louder than this are scaled down (never clipped)
 ADULT_AGE = 18  # legal adulthood; speechocean762 has no speaker aged 16-18, so any cut-off there splits alike
 US_ACCENT_PREFIX = "USA"  # FSDD speakers.tsv: "USA/neutral" vs "DEU/German", "BEL/French", "GRC/Greek"
 BABBLE_TALKERS = (3, 5)  # babble = sum of this many (inclusive range) other utterances
@@ -167,20 +165,6 @@ def _check_utt_ids(data: DataDir) -> None:
             raise DataError(f"{data.path}: utterance id {utt!r} cannot be used as a file name")
 
 
-def _limit_peak(wave: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-    """Scale the whole waveform down if its peak exceeds PEAK_LIMIT (keeps SNR, avoids clipping)."""
-    peak = float(wave.abs().max())
-    if peak > PEAK_LIMIT:
-        return wave * (PEAK_LIMIT / peak), True
-    return wave, False
-
-
-def _write_flac(path: Path, wave: torch.Tensor) -> None:
-    """Write 16 kHz 16-bit FLAC atomically (temp file then rename)."""
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), wave.numpy(), TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-
-
 def _utt_seed(seed: int, *parts: str) -> int:
     """A per-utterance seed independent of processing order (so resumed runs give the same audio)."""
     digest = hashlib.sha256("\0".join([str(seed), *parts]).encode()).digest()
@@ -272,9 +256,9 @@ def speed_perturb(src_dir: os.PathLike | str, out_dir: os.PathLike | str,
     scaled = 0
     with logging_redirect_tqdm():
         for new, utt, factor in _progress(todo, "speed perturb"):
-            wave, was_scaled = _limit_peak(perturb_speed(read_utterance(data, utt), factor))
+            wave, was_scaled = limit_peak(perturb_speed(read_utterance(data, utt), factor))
             scaled += was_scaled
-            _write_flac(Path(wav[new]), wave)
+            write_audio(Path(wav[new]), wave, audio_format="FLAC")
     if scaled:
         logger.warning("speed perturbation: scaled %d of %d utterances down to peak %.2f", scaled, len(todo),
                        PEAK_LIMIT)
@@ -416,9 +400,9 @@ def add_noise(src_dir: os.PathLike | str, out_dir: os.PathLike | str, snr_db: fl
         for utt in _progress(todo, f"{noise} {snr_db:g} dB"):
             clean = read_utterance(data, utt)
             mixture = mix_at_snr(clean, _noise_for(utt, plan[utt], pool, clean.numel(), seed), snr_db)
-            mixture, was_scaled = _limit_peak(mixture)
+            mixture, was_scaled = limit_peak(mixture)
             scaled += was_scaled
-            _write_flac(Path(wav[utt]), mixture)
+            write_audio(Path(wav[utt]), mixture, audio_format="FLAC")
     if scaled:
         logger.warning("add noise: scaled %d of %d mixtures down to peak %.2f", scaled, len(todo), PEAK_LIMIT)
     write_if_changed(out / "noise.yaml", _yaml_text(settings))

@@ -36,16 +36,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
 from softtok.recipes.corpora import URLS, _speechocean_audio, require_corpus_path
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE
+from softtok.tokenizers.audio import PEAK_LIMIT, TARGET_SAMPLE_RATE, limit_peak, write_audio
 from softtok.tokenizers.datadir import (DataError, evenly_spaced, load_data_dir, read_kaldi_map, speaker_files,
                                         write_data_dir, write_if_changed)
-from softtok.tokenizers.fileio import atomic_path, load_yaml
+from softtok.tokenizers.fileio import load_yaml
 
 logger = logging.getLogger(__name__)
 
 JOE_SPEAKER = "joe"
 JOE_MODEL = "en_US-joe-medium.onnx"
-PEAK_LIMIT = 0.99  # synthesised audio louder than this after resampling is scaled down (16-bit WAV would wrap)
 # Piper's VITS samples Gaussian noise inside the ONNX graph (RandomNormalLike), seeded once per session
 # from the clock, so its default noise_scale=0.667 / noise_w=0.8 give different audio (and lengths) on
 # every call. Zero noise makes synthesis a pure function of the text: identical audio and durations on
@@ -59,12 +58,6 @@ DEFAULT_LJ_TEST = 100
 def _one_line(text: str) -> str:
     """Whitespace collapsed: Kaldi ``text`` values are one line."""
     return " ".join(text.split())
-
-
-def _write_wav(path: Path, wave: torch.Tensor) -> None:
-    """Write 16 kHz mono 16-bit WAV atomically (temp file then rename)."""
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), wave.numpy(), TARGET_SAMPLE_RATE, format="WAV", subtype="PCM_16")
 
 
 # ----------------------------------------------------------------------------- piper (joe) synthesis
@@ -199,13 +192,11 @@ class _JoeAudio:
         wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         if sr != TARGET_SAMPLE_RATE:
             wave = AF.resample(wave, sr, TARGET_SAMPLE_RATE)
-        peak = float(wave.abs().max()) if wave.numel() else 0.0
-        if wave.numel() == 0 or peak == 0.0:
+        if wave.numel() == 0 or float(wave.abs().max()) == 0.0:
             raise DataError(f"sentence {sentence!r}: piper produced silence")
-        if peak > PEAK_LIMIT:
-            wave = wave * (PEAK_LIMIT / peak)
-            self.scaled += 1
-        _write_wav(path, wave)
+        wave, was_scaled = limit_peak(wave)
+        self.scaled += was_scaled
+        write_audio(path, wave)
         self.cpu_s += time.process_time() - start
         self.synthesised += 1
         self.audio_s += wave.numel() / TARGET_SAMPLE_RATE

@@ -5,7 +5,8 @@ Stereo, empty, unreadable or non-finite audio is an :class:`AudioError` naming t
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -13,8 +14,10 @@ import torch
 import torchaudio.functional as AF
 
 from softtok.tokenizers.datadir import DataDir, DataError, Segment
+from softtok.tokenizers.fileio import atomic_path
 
 TARGET_SAMPLE_RATE = 16000
+PEAK_LIMIT = 0.99  # derived audio louder than this is scaled down as a whole (16-bit PCM would clip)
 
 
 class AudioError(DataError):
@@ -54,3 +57,20 @@ def read_utterance(data: DataDir, utt: str, sample_rate: int = TARGET_SAMPLE_RAT
     """Read an utterance of a data dir (whole file or its segment)."""
     path, segment = data.audio_source(utt)
     return read_audio(path, utt, segment, sample_rate)
+
+
+def limit_peak(wave: torch.Tensor, limit: float = PEAK_LIMIT) -> Tuple[torch.Tensor, bool]:
+    """Scale the whole waveform down if its peak exceeds ``limit`` (keeps SNR, avoids clipping)."""
+    peak = float(wave.abs().max()) if wave.numel() else 0.0
+    if peak > limit:
+        return wave * (limit / peak), True
+    return wave, False
+
+
+def write_audio(path: Path, wave: torch.Tensor | np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE,
+                audio_format: str = "WAV") -> None:
+    """Mono 16-bit PCM audio (``WAV`` or ``FLAC``), written to a temporary name and renamed."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu().numpy()
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.asarray(wave, dtype=np.float32), sample_rate, format=audio_format, subtype="PCM_16")

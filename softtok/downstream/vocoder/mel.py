@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -41,9 +40,9 @@ from torch import nn
 from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance
+from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance, write_audio
 from softtok.tokenizers.datadir import load_data_dir, write_kaldi_map
-from softtok.tokenizers.fileio import atomic_path, load_scp_dict, load_yaml, save_yaml
+from softtok.tokenizers.fileio import load_scp_dict, load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
 
@@ -283,12 +282,6 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     return build_head(head, codebook, **(head_conf or {}))
 
 
-def write_wave(path: Path, wave: torch.Tensor | np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """A 16-bit PCM mono WAV, written atomically."""
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.asarray(wave, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
-
-
 def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
                head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None, n_iter: int = 32,
                device: str = "cpu") -> Dict[str, Any]:
@@ -312,7 +305,7 @@ def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = Non
             t_gl += time.perf_counter() - t2
             t_net += t2 - t1
             path = (out / "wav" / f"{utt}.wav").resolve()
-            write_wave(path, wave)
+            write_audio(path, wave, SAMPLE_RATE)
             wav_scp[utt] = str(path)
             seconds += len(wave) / SAMPLE_RATE
     if not wav_scp:
