@@ -17,7 +17,9 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-from softtok.tokenizers.fileio import atomic_path, save_yaml
+from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
+from softtok.tokenizers.jobs import feature_spec_of
+from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,23 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
+
+
+def load_run_config(config_path: str, defaults: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """defaults < YAML file < overrides; seeds every RNG and sets torch's threads (``num_threads``) from it."""
+    conf = {**defaults, **load_yaml(config_path), **overrides}
+    seed_everything(conf["seed"])
+    torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
+    return conf
+
+
+def load_codebook(kmeans: Optional[str], feats_scp: str) -> Optional[Codebook]:
+    """The codebook at ``kmeans`` (None without one), refused if ``feats_scp`` was made by other features."""
+    if not kmeans:
+        return None
+    codebook = Codebook.load(kmeans)
+    codebook.check_spec(feature_spec_of(feats_scp), source=feats_scp)
+    return codebook
 
 
 def default_device() -> str:

@@ -27,13 +27,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
-                                        optimizer_step, seed_everything)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, load_codebook,
+                                        load_run_config, log_to_file, optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
-from softtok.tokenizers.jobs import feature_spec_of
-from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
+from softtok.tokenizers.kmeans import median_nearest_sqdist
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +97,8 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
            head_conf, overrides, tau_factor, device) -> Dict[str, Any]:
     if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
         raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
-    conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
-    seed_everything(conf["seed"])
-    torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
-    codebook = Codebook.load(kmeans) if kmeans else None
-    if codebook is not None:
-        codebook.check_spec(feature_spec_of(train_feats), source=train_feats)
+    conf = load_run_config(config_path, DEFAULTS, overrides)
+    codebook = load_codebook(kmeans, train_feats)
     if tau_factor is not None:
         scale = median_nearest_sqdist(codebook, train_feats)
         head_conf = {**head_conf, "tau": float(f"{tau_factor * scale:.4g}")}

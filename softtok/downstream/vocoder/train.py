@@ -24,13 +24,11 @@ import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, log_to_file,
-                                        optimizer_step, seed_everything)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, load_codebook,
+                                        load_run_config, log_to_file, optimizer_step)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
-from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import build_head
-from softtok.tokenizers.jobs import feature_spec_of
-from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +72,8 @@ def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str =
 
 def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
            valid_dir, device) -> Dict[str, Any]:
-    conf = {**DEFAULTS, **load_yaml(config_path), **overrides}
-    seed_everything(conf["seed"])
-    torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
-    codebook = Codebook.load(kmeans) if kmeans else None
-    if codebook is not None:
-        codebook.check_spec(feature_spec_of(feats), source=feats)
+    conf = load_run_config(config_path, DEFAULTS, overrides)
+    codebook = load_codebook(kmeans, feats)
     head = build_head(head_name, codebook, **head_conf)
     train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"])
     valid_data = MelVocoderData(valid_feats, valid_dir) if valid_feats else train_data
