@@ -53,6 +53,7 @@ def test_smoke_recipe_results_layout(smoke):
             assert entry["soft_trained"]["tau"] == per_k["_soft_trained"]["tau_sweep"]["best"]["tau"]
     soft_config = load_yaml(smoke / "exp" / "asr_soft_k16" / "config.yaml")
     assert soft_config["head"] == "soft" and soft_config["tau_factor"] == 0.05
+    assert soft_config["embed_init"] == "centroids"  # conf/train_smoke.yaml, as the CPU and GPU configs
     assert results["K"]["16"]["_soft_trained"]["train_tau"] == soft_config["head_conf"]["tau"] > 0
     training = results["training"]
     assert set(training) == {"asr_hard_k16", "asr_hard_k32", "asr_soft_k16", "asr_soft_k32", "asr_continuous"}
@@ -122,3 +123,21 @@ def test_char_tokenizer_roundtrip():
     assert tok.token_list[0] == "<blank>" and tok.token_list[-1] == "<sos/eos>"
     assert tok.decode(tok.encode("HELLO IT'S")) == "HELLO IT'S"
     assert tok.encode("Q") == [1]  # unknown character -> <unk>
+
+
+def test_choose_tau_skips_degenerate_short_output():
+    """A τ that lowers WER only by emptying hypotheses (CER up) is not chosen; the K=1024 failure of the first run."""
+    from softtok.recipes.asr import choose_tau
+
+    hard = {"wer": 109.36, "cer": 73.78}
+    rows = [{"factor": 0.01, "tau": 2.0, "wer": 109.24, "cer": 73.65},
+            {"factor": 0.1, "tau": 20.0, "wer": 108.87, "cer": 73.75},
+            {"factor": 1.0, "tau": 199.4, "wer": 100.00, "cer": 86.83}]
+    best = choose_tau(rows, hard)
+    assert best["tau"] == 20.0 and best["eligible"]
+    worse = [{"factor": 1.0, "tau": 199.4, "wer": 100.0, "cer": 86.83},
+             {"factor": 0.5, "tau": 99.7, "wer": 101.0, "cer": 80.0}]
+    fallback = choose_tau(worse, hard)
+    assert fallback["tau"] == 99.7 and not fallback["eligible"]
+    tie = [{"factor": 0.01, "tau": 2.0, "wer": 88.0, "cer": 57.5}, {"factor": 0.03, "tau": 6.0, "wer": 88.0, "cer": 57.1}]
+    assert choose_tau(tie, {"wer": 88.3, "cer": 57.7})["tau"] == 6.0

@@ -49,3 +49,51 @@ def test_bad_inputs(emb):
         emb(TokenInput("feats", feats=torch.randn(1, 2, 3)))
     with pytest.raises(ValueError, match="mixed"):
         pad_token_inputs([TokenInput("ids", ids=torch.tensor([1])), TokenInput("feats", feats=torch.randn(1, 2))])
+
+
+def test_centroid_init_keeps_the_codebook_geometry():
+    """K-1 ≤ d: the PCA table is the centroids rotated and scaled, so pairwise distances keep their ratios."""
+    gen = torch.Generator().manual_seed(0)
+    centroids = torch.randn(16, 32, generator=gen).numpy()
+    emb = TokenEmbedding(16, 24)
+    emb.init_from_centroids(centroids)
+    table = emb.table.weight.detach().double()
+    c = torch.as_tensor(centroids).double()
+    ratio = torch.pdist(table) / torch.pdist(c)
+    assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-4)
+    assert abs(float(table.pow(2).mean()) - 1.0) < 1e-4  # the scale of nn.Embedding's N(0, 1) table
+    assert emb.table.weight.requires_grad  # still trained
+
+
+def test_centroid_init_with_fewer_dims_than_centroids_keeps_top_components():
+    gen = torch.Generator().manual_seed(1)
+    centroids = (torch.randn(64, 8, generator=gen) * torch.tensor([10.0, 5, 1, 1, 1, 1, 1, 1])).numpy()
+    emb = TokenEmbedding(64, 2)
+    emb.init_from_centroids(centroids)
+    table = emb.table.weight.detach()
+    var = table.var(0)
+    assert var[0] > var[1] > 0  # first two principal directions, in decreasing variance
+    top = torch.as_tensor(centroids[:, 0] - centroids[:, 0].mean())
+    assert abs(float(torch.corrcoef(torch.stack([table[:, 0], top]))[0, 1])) > 0.95
+
+
+def test_centroid_init_refuses_bad_inputs():
+    with pytest.raises(ValueError, match="15 centroids for a table of K=16"):
+        TokenEmbedding(16, 8).init_from_centroids(torch.randn(15, 4).numpy())
+    with pytest.raises(ValueError, match="needs a discrete TokenEmbedding"):
+        TokenEmbedding(None, 8, feat_dim=4).init_from_centroids(torch.randn(16, 4).numpy())
+
+
+def test_init_embedding_config_key():
+    from softtok.downstream.training import init_embedding
+    from softtok.tokenizers.kmeans import Codebook
+
+    codebook = Codebook(torch.randn(16, 4).numpy())
+    emb = TokenEmbedding(16, 8)
+    before = emb.table.weight.detach().clone()
+    init_embedding(emb, "random", codebook)
+    assert torch.equal(emb.table.weight, before)
+    init_embedding(emb, "centroids", codebook)
+    assert not torch.equal(emb.table.weight, before)
+    with pytest.raises(ValueError, match="embed_init must be one of"):
+        init_embedding(emb, "pca", codebook)

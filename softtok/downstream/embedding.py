@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,27 @@ class TokenEmbedding(nn.Module):
         self.n_tokens, self.dim, self.feat_dim = n_tokens, dim, feat_dim
         self.table = nn.Embedding(n_tokens, dim) if n_tokens is not None else None
         self.linear = nn.Linear(feat_dim, dim) if feat_dim is not None else None
+
+    @torch.no_grad()
+    def init_from_centroids(self, centroids: np.ndarray | torch.Tensor) -> None:
+        """Start E as the centroids' top principal components (PCA to d dims, unit mean square entry).
+
+        A random table gives a hard-token model no notion of which tokens sound alike; this one
+        starts E_k where the k-means geometry puts token k, so training leaves the CTC plateau sooner
+        (issue 3: K=1024 never left it in 8 CPU epochs from a random table). E stays trainable.
+        """
+        if self.table is None:
+            raise ValueError("init_from_centroids needs a discrete TokenEmbedding")
+        c = torch.as_tensor(np.asarray(centroids), dtype=torch.float64)
+        if c.shape[0] != self.n_tokens:
+            raise ValueError(f"{c.shape[0]} centroids for a table of K={self.n_tokens}")
+        c = c - c.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(c, full_matrices=False)
+        n = min(self.dim, v.shape[0])
+        proj = c @ v[:n].T  # (K, n), components in decreasing variance
+        table = torch.zeros(self.n_tokens, self.dim, dtype=torch.float64)
+        table[:, :n] = proj / proj.pow(2).mean().sqrt().clamp_min(1e-12) * (self.dim / n) ** 0.5
+        self.table.weight.copy_(table.to(self.table.weight.dtype))
 
     @property
     def kind(self) -> str:

@@ -53,6 +53,18 @@ def load_codebook(kmeans: Optional[str], feats_scp: str) -> Optional[Codebook]:
     return codebook
 
 
+EMBED_INITS = ("random", "centroids")
+
+
+def init_embedding(embedding: torch.nn.Module, how: str, codebook: Optional[Codebook]) -> None:
+    """Config key ``embed_init``: ``random`` (nn.Embedding's N(0, 1)) or ``centroids`` (PCA of the codebook)."""
+    if how not in EMBED_INITS:
+        raise ValueError(f"embed_init must be one of {EMBED_INITS}, got {how!r}")
+    if how == "centroids" and codebook is not None:  # continuous models have no table: nothing to do
+        embedding.init_from_centroids(codebook.centroids)
+        logger.info("token embedding initialised from the PCA of %d centroids", codebook.n_clusters)
+
+
 def default_device() -> str:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -106,12 +118,17 @@ def log_to_file(path: Path) -> Iterator[None]:
 
 
 class EpochCheckpoints:
-    """``exp/checkpoints/epoch<N>.pth`` (model, optimizer, scheduler, RNG, history): resume and finish."""
+    """``exp/checkpoints/epoch<N>.pth`` (model, optimizer, scheduler, RNG, history): resume and finish.
+
+    ``extra``: more named objects with ``state_dict``/``load_state_dict`` saved alongside (e.g. a GAN's
+    discriminator, its optimizer and scheduler); ``model.pth`` holds ``model`` alone.
+    """
 
     def __init__(self, exp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[Any] = None):
+                 scheduler: Optional[Any] = None, extra: Optional[Dict[str, Any]] = None):
         self.exp, self.dir = exp, exp / "checkpoints"
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.extra = dict(extra or {})
         self.history: List[Dict[str, float]] = []
         self.t0 = time.perf_counter()
 
@@ -125,6 +142,8 @@ class EpochCheckpoints:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        for name, obj in self.extra.items():
+            obj.load_state_dict(state["extra"][name])
         torch.set_rng_state(state["rng"])
         self.history = state["history"]
         logger.info("resumed from %s", done[-1])
@@ -139,6 +158,8 @@ class EpochCheckpoints:
                  "rng": torch.get_rng_state(), "epoch": record["epoch"], "history": self.history}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.extra:
+            state["extra"] = {name: obj.state_dict() for name, obj in self.extra.items()}
         save_atomic(state, self.dir / f"epoch{record['epoch']}.pth")
 
     def finish(self, keep_nbest: int) -> Dict[str, Any]:

@@ -6,6 +6,8 @@
 
 τ is chosen on dev only (lowest dev WER, greedy CTC) from multiples of the median squared
 distance of dev frames to their nearest centroid, then applied unchanged to every test set.
+A τ whose dev CER is more than ``MAX_CER_RISE`` points above hard's is not eligible: lower WER
+with higher CER means shorter, emptier hypotheses (fewer insertions), not better ones.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAU_FACTORS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+MAX_CER_RISE = 1.0  # CER points above hard's that disqualify a τ
+
+
+def choose_tau(rows: Sequence[Dict[str, Any]], hard: Dict[str, float],
+               max_cer_rise: float = MAX_CER_RISE) -> Dict[str, Any]:
+    """The sweep row with the lowest dev WER (then CER) among τ whose CER stays within ``max_cer_rise`` of hard's.
+
+    Where no τ qualifies, the smallest τ (the one closest to hard decoding) is returned, marked ``eligible: False``.
+    """
+    eligible = [r for r in rows if r["cer"] <= hard["cer"] + max_cer_rise]
+    if not eligible:
+        return {**min(rows, key=lambda r: r["tau"]), "eligible": False}
+    return {**min(eligible, key=lambda r: (r["wer"], r["cer"])), "eligible": True}
 
 
 def _decode_name(head: str, tau: Optional[float] = None, search: str = "greedy") -> str:
@@ -53,9 +68,12 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
         res = decode(exp_dir, feats, str(out), text, "soft", {"tau": tau}, search=search)
         rows.append({"factor": f, "tau": tau, "wer": res["wer"], "cer": res["cer"], "seconds": res["seconds"]})
         logger.info("τ = %.4g (%.3g × median d²): dev WER %.2f", tau, f, res["wer"])
-    best = min(rows, key=lambda r: (r["wer"], r["cer"]))
+    best = choose_tau(rows, hard)
+    if not best["eligible"]:
+        logger.warning("no τ keeps dev CER within %.1f of hard's %.2f; using the smallest, τ = %g",
+                       MAX_CER_RISE, hard["cer"], best["tau"])
     sweep = {"set": set_name, "median_sqdist": scale, "hard": {"wer": hard["wer"], "cer": hard["cer"]},
-             "sweep": rows, "best": dict(best)}  # a copy: no YAML alias
+             "max_cer_rise": MAX_CER_RISE, "sweep": rows, "best": best}
     save_yaml(exp / "tau_sweep.yaml", sweep)
     return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": hard["wer"]}
 
@@ -189,6 +207,16 @@ def _ci_text(ci: Optional[Dict[str, float]]) -> str:
     return f"{ci['delta']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]" if ci else "–"
 
 
+def _choice_text(sweep: Dict[str, Any]) -> str:
+    """How τ* was chosen, as one sentence (older sweeps without the CER rule say lowest WER)."""
+    rise = sweep.get("max_cer_rise")
+    if rise is None:
+        return "lowest dev WER."
+    if not sweep["best"].get("eligible", True):
+        return f"no τ kept dev CER within {rise:g} points of hard's, so the smallest τ was used."
+    return f"lowest dev WER among τ whose dev CER is within {rise:g} points of hard's."
+
+
 def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
     lines = ["| τ / median d² | τ | dev WER | dev CER |", "|---|---|---|---|"]
     lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
@@ -217,7 +245,8 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
         sweep = per_k["_tau_sweep"]
         times = per_k.get("_decode_seconds_test", {})
         lines += ["", f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
-                  f"{sweep['median_sqdist']:.4g}), chosen on {sweep['set']}."]
+                  f"{sweep['median_sqdist']:.4g}), chosen on {sweep['set']}: "
+                  + _choice_text(sweep)]
         if "hard" in times and "soft" in times:
             lines.append(f"Decode time on test: hard {times['hard']:.1f} s, soft {times['soft']:.1f} s "
                          f"(ratio {times['soft'] / times['hard']:.2f}).")

@@ -27,8 +27,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, load_codebook,
-                                        load_run_config, log_to_file, optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, init_embedding,
+                                        load_codebook, load_run_config, log_to_file, optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
+    "embed_init": "random",
 }
 
 
@@ -113,7 +114,9 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
               "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
               "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
     save_yaml(exp / "config.yaml", config)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    init_embedding(model.embedding, conf["embed_init"], codebook)
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters, %d train / %d valid utts, vocab %d, head %s",
                 n_params / 1e6, len(train_data.utts), len(valid_data.utts), len(tokenizer), head.settings())

@@ -24,8 +24,8 @@ import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, load_codebook,
-                                        load_run_config, log_to_file, optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, init_embedding,
+                                        load_codebook, load_run_config, log_to_file, optimizer_step)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import build_head
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 30, "batch_frames": 4000, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 5.0,
     "keep_nbest": 3, "max_utt_frames": 1500, "model": {},
+    "embed_init": "random",
 }
 
 
@@ -86,7 +87,9 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
               "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(feats),
               "train_data": str(data_dir), "mel": MEL_SETTINGS}
     save_yaml(exp / "config.yaml", config)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    init_embedding(model.embed, conf["embed_init"], codebook)
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     n_frames = sum(len(f) for f in train_data.feats.values())
     logger.info("mel vocoder: %.2fM parameters, %d train utts (%d token frames) / %d valid utts, head %s",
