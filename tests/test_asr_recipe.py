@@ -76,7 +76,7 @@ def test_smoke_recipe_skips_done_stages(smoke):
     out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
                           "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 8
 
 
 @needs_shared

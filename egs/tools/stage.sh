@@ -1,6 +1,7 @@
 # Shared helpers for egs/*/*/run.sh: option parsing and skip-if-done stage markers.
 # Usage in run.sh: declare defaults, then `. ../../tools/stage.sh "$@"`, then
-#   if run_stage 1 "prepare data"; then ...; mark_done 1; fi
+#   commands_log "$exp_dir/commands.txt" "egs/<corpus>/<task>/run.sh $*"
+#   if run_stage 1 "prepare data"; then log python -m ...; mark_done 1; fi
 
 # --name value  ->  name=value for every variable already declared by run.sh.
 while [ $# -gt 0 ]; do
@@ -21,3 +22,18 @@ run_stage() {
   echo "== stage $1: $2"
 }
 mark_done() { mkdir -p "$exp_dir/.done" && touch "$exp_dir/.done/stage$1"; }
+
+# commands_log FILE HEADER: append "# <UTC time> HEADER" to FILE (the log RESULTS.md lists) and remember it as $cmds.
+commands_log() { cmds=$1; mkdir -p "$(dirname "$cmds")"; echo "# $(date -u +%FT%TZ) $2" >> "$cmds"; }
+# log CMD ARGS...: append the command to $cmds, echo it, run it.
+log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+
+# log_bg CMD ARGS...: as log, but in the background, keeping at most $train_nj (default 1) jobs running;
+# wait_bg: wait for them all, failing if any failed. (On 2 cores two 1-thread trainings beat one
+# 2-thread training: OpenMP's per-op synchronisation costs much more than it gains at this size.)
+bg_pids=()
+log_bg() {
+  while [ "$(jobs -rp | wc -l)" -ge "${train_nj:-1}" ]; do wait -n || { wait; return 1; }; done
+  echo "$*" >> "$cmds"; echo "+ $* &"; "$@" & bg_pids+=($!)
+}
+wait_bg() { local pid rc=0; for pid in "${bg_pids[@]}"; do wait "$pid" || rc=1; done; bg_pids=(); return $rc; }

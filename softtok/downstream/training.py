@@ -34,6 +34,12 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads (config key num_threads; default: all)")
+
+
+def cli_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The config overrides a training CLI was given: ``--override`` plus ``--num-threads``."""
+    return {**args.override, **({"num_threads": args.num_threads} if args.num_threads else {})}
 
 
 def load_run_config(config_path: str, defaults: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=9
+stop_stage=8
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 ks="128 1024"                          # k-means codebook sizes
@@ -16,6 +16,7 @@ tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
 search=greedy                          # greedy | beam (joint CTC/attention, slow on CPU)
 soft_train_factor=                     # e.g. 0.02: also train soft/soft models (τ = factor × median d²); empty: off
 nj=2
+train_nj=3                             # ASR trainings at once, each with nproc/train_nj torch threads (at least 1)
 smoke=false                            # tiny subsets and model: every stage in about two minutes
 data=data
 dump=dump
@@ -32,10 +33,7 @@ softtok="$py -m softtok.cli"
 test_sets="test test_noisy_10db test_noisy_0db fsdd"
 feat_sets="train_sp dev $test_sets"
 feats=$dump/$feature
-cmds=$exp_dir/commands.txt
-mkdir -p "$exp_dir"
-echo "# $(date -u +%FT%TZ) egs/speechocean762/asr/run.sh $*" >> "$cmds"
-log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+commands_log "$exp_dir/commands.txt" "egs/speechocean762/asr/run.sh $*"   # log CMD: run it and append it there
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
   log $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data/orig"
@@ -76,48 +74,47 @@ if run_stage 4 "learn k-means (K = $ks)"; then
   mark_done 4
 fi
 
-train() {  # train EXP HEAD [--kmeans KM]
+threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
+train() {  # train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
   local name=$1 head=$2; shift 2
-  log $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" \
+  log_bg $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" --num-threads $threads \
     --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text \
     --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text --exp-dir $exp_dir/$name
 }
-if run_stage 5 "train ASR on hard tokens (and soft/soft if soft_train_factor is set)"; then
+if run_stage 5 "train ASR on hard tokens, continuous features (and soft/soft if soft_train_factor is set)"; then
   for k in $ks; do
     train asr_hard_k$k hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy
     [ -z "$soft_train_factor" ] || train asr_soft_k$k soft --kmeans $exp_dir/kmeans/${feature}_k$k.npy \
       --tau-factor "$soft_train_factor"
   done
+  train asr_continuous continuous
+  wait_bg
   mark_done 5
 fi
-if run_stage 6 "train continuous-feature ASR"; then
-  train asr_continuous continuous
-  mark_done 6
-fi
 
-if run_stage 7 "choose τ on dev (sweep)"; then
+if run_stage 6 "choose τ on dev (sweep)"; then
   for model in $discrete_models; do
     # shellcheck disable=SC2086
     log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats $feats/dev/feats.scp \
       --text $data/dev/text --factors $tau_factors
   done
-  mark_done 7
+  mark_done 6
 fi
 
-if run_stage 8 "decode every set: hard, soft(τ*), continuous"; then
+if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
   for model in $discrete_models asr_continuous; do
     # shellcheck disable=SC2086
     log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
       --sets dev $test_sets --search $search
   done
-  mark_done 8
+  mark_done 7
 fi
 
-if run_stage 9 "results.json, RESULTS.md, plots"; then
+if run_stage 8 "results.json, RESULTS.md, plots"; then
   # shellcheck disable=SC2086
   $py -m softtok.recipes.asr results --exp $exp_dir --data $data --ks $ks --sets dev $test_sets --search $search \
     --subsets test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsdd:nonus=fsdd_nonus \
     --commands $cmds --out-dir $results_dir
-  mark_done 9
+  mark_done 8
 fi
 echo "== done"

@@ -27,8 +27,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, init_embedding,
-                                        load_codebook, load_run_config, log_to_file, optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
+                                        init_embedding, load_codebook, load_run_config, log_to_file,
+                                        optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head
@@ -158,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging()
     return run_job("train", lambda: train(args.config, args.train_feats, args.train_text, args.valid_feats,
                                           args.valid_text, args.exp_dir, args.head, args.kmeans, args.head_conf,
-                                          args.override, args.tau_factor,
+                                          cli_overrides(args), args.tau_factor,
                                           args.device), logger)
 
 
