@@ -29,8 +29,8 @@ commands_log() { cmds=$1; mkdir -p "$(dirname "$cmds")"; echo "# $(date -u +%FT%
 log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
 
 # log_bg CMD ARGS...: as log, but in the background, keeping at most $train_nj (default 1) jobs running;
-# wait_bg: wait for them all, failing if any failed. (On 2 cores two 1-thread trainings beat one
-# 2-thread training: OpenMP's per-op synchronisation costs much more than it gains at this size.)
+# wait_bg: wait for them all, failing if any failed. (On 2 cores, 1-thread jobs side by side beat one
+# 2-thread job, whose OpenMP threads stall whenever another process takes a core.)
 bg_pids=()
 log_bg() {
   while [ "$(jobs -rp | wc -l)" -ge "${train_nj:-1}" ]; do wait -n || { wait; return 1; }; done
