@@ -198,6 +198,32 @@ def test_piper_joe_checks_before_work(tmp_path, monkeypatch):
     assert not (tmp_path / "joe").exists()
 
 
+def test_piper_joe_dev_split_between_train_and_test(tmp_path, monkeypatch):
+    """``n_dev`` sentences after train form ``dev``, test_id follows; a fake voice stands in for piper."""
+    so = _make_sentences(tmp_path / "so")
+    voice = tmp_path / "fake.onnx"
+    voice.write_bytes(b"not a model")
+    (tmp_path / "fake.onnx.json").write_text("{}")
+    monkeypatch.setattr(voc_data, "_import_piper", lambda: None)
+    monkeypatch.setattr(voc_data, "_load_voice", lambda model, config: object())
+    monkeypatch.setattr(voc_data, "_synthesize", lambda v, sentence: (_tone(0.1 * len(sentence.split()), 22050), 22050))
+    with pytest.raises(DataError) as exc:
+        prepare_piper_joe(so, tmp_path / "joe", n_heldout=6, n_dev=6, voice=voice)
+    _one_line_error(exc, "n_heldout=6 + n_dev=6 leaves none for train")
+    with pytest.raises(DataError, match="n_dev must be"):
+        prepare_piper_joe(so, tmp_path / "joe", n_dev=-1, voice=voice)
+    sets = prepare_piper_joe(so, tmp_path / "joe", hours=0.0005, n_heldout=2, n_dev=3, seed=1, voice=voice)
+    train, dev, test = (load_data_dir(sets[name], require_text=True) for name in ("train", "dev", "test_id"))
+    n = len(train)
+    assert dev.utt_ids == [f"joe_{k:06d}" for k in range(n, n + 3)]
+    assert test.utt_ids == [f"joe_{k:06d}" for k in range(n + 3, n + 5)]
+    texts = [set(d.text.values()) for d in (train, dev, test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    no_dev = prepare_piper_joe(so, tmp_path / "joe_nodev", hours=0.0005, n_heldout=2, seed=1, voice=voice)
+    assert set(no_dev) == {"train", "test_id"}  # n_dev=0: the sets as before
+    assert (no_dev["train"] / "text").read_text() == (sets["train"] / "text").read_text()
+
+
 def _files(data_dir: Path) -> Dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
 

@@ -12,7 +12,9 @@ import torch
 from conftest import SPEECHOCEAN, needs_shared, needs_whisper
 from softtok.downstream.vocoder.metrics import (SpeakerSimilarity, VocabularyDecoder, cepstral_distortion,
                                                 check_wave, compare_f0, cosine_similarity, dtw, envelope_to_mcep,
-                                                extract_f0, f0_metrics, mel_cepstral_distortion, whisper_features)
+                                                extract_f0, f0_metrics, log_mel_distance, mcd_of_features,
+                                                mel_cepstral_distortion, paired_mean_difference, whisper_features,
+                                                world_features)
 
 SR = 16000
 JUDGE_UTT = "010300003"  # speechocean762 test, speaker 1030 (adult, 27): "THE RESULT WAS AN UPSET"
@@ -104,6 +106,36 @@ def test_mcd_waveform_self_is_zero_and_grows_with_noise():
     mcds = [mel_cepstral_distortion(ref, ref + noise * 10 ** (-snr / 20)).mcd_db for snr in (30, 20, 10)]
     print("MCD at SNR 30/20/10 dB:", [round(m, 2) for m in mcds])
     assert 0 < mcds[0] < mcds[1] < mcds[2]
+
+
+def test_world_features_give_the_same_mcd_and_f0_from_one_analysis():
+    ref, syn = harmonic(glide()), harmonic(glide() + 12.0)
+    a, b = world_features(ref), world_features(syn)
+    assert mcd_of_features(a, b) == mel_cepstral_distortion(ref, syn)
+    assert compare_f0(a.f0, b.f0) == f0_metrics(ref, syn)
+    assert len(a.f0) == len(a.mcep) == len(a.energy_db) == 101 and a.mcep.shape[1] == 25
+
+
+def test_log_mel_distance_zero_grows_and_checks_length():
+    ref = harmonic(glide())
+    assert log_mel_distance(ref, ref) == 0.0
+    # a gain shifts the log-mel by log 2, except in the few bins that sit at the 1e-5 floor
+    assert log_mel_distance(ref, 0.5 * ref) == pytest.approx(math.log(2), abs=0.05)
+    assert 0 < log_mel_distance(ref, ref[:-320]) < 0.05  # 2 frames shorter: compared, only the edge differs
+    with pytest.raises(ValueError, match="differ by 20 frames"):
+        log_mel_distance(ref, ref[:-3200])
+
+
+def test_paired_mean_difference_hand_case():
+    res = paired_mean_difference([1.0, 2.0, 3.0, math.nan], [0.5, 1.5, 2.5, 9.0], n_resamples=200)
+    assert res["delta"] == pytest.approx(-0.5) and res["ci_low"] == pytest.approx(-0.5)
+    assert res["ci_high"] == pytest.approx(-0.5) and res["p_lower"] == 1.0 and res["n_utts"] == 3  # NaN pair dropped
+    noisy = paired_mean_difference(np.arange(50.0), np.arange(50.0) + np.random.default_rng(0).normal(size=50))
+    assert noisy["ci_low"] < noisy["delta"] < noisy["ci_high"]
+    with pytest.raises(ValueError, match="equal length"):
+        paired_mean_difference([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="no utterance has a finite value"):
+        paired_mean_difference([math.nan], [1.0])
 
 
 def test_f0_metrics_constant_offset_and_glide():

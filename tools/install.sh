@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 key=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 venv=${SOFTTOK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/softtok/venv-$key}
-extras=${SOFTTOK_EXTRAS:-test,whisper}
+extras=${SOFTTOK_EXTRAS:-test,whisper,vocoder}
 if [ ! -f "$venv/.complete-$extras" ]; then
   echo "install.sh: creating $venv with extras [$extras] (first time: several GB, minutes)"
   rm -rf "$venv"

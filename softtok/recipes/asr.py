@@ -13,21 +13,18 @@ with higher CER means shorter, emptier hypotheses (fewer insertions), not better
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
-
-import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
+from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
+                                    training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
-from softtok.tokenizers.fileio import atomic_write_text, load_yaml, save_yaml
-from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
+from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +54,11 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
     """Decode dev with the hard head and soft heads over the τ grid; pick τ* (lowest dev WER)."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
-    codebook = Codebook.load(config["kmeans"])
-    scale = median_nearest_sqdist(codebook, feats)
+    scale, grid = tau_grid(Codebook.load(config["kmeans"]), feats, factors)
     hard = decode(exp_dir, feats, str(exp / _decode_name("hard", None, search) / set_name), text, "hard",
                   search=search)
     rows = []
-    for f in factors:
-        tau = float(f"{f * scale:.4g}")  # 4 significant digits: short, stable directory names
+    for f, tau in grid:
         out = exp / _decode_name("soft", tau, search) / set_name
         res = decode(exp_dir, feats, str(out), text, "soft", {"tau": tau}, search=search)
         rows.append({"factor": f, "tau": tau, "wer": res["wer"], "cer": res["cer"], "seconds": res["seconds"]})
@@ -155,34 +150,15 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
     return results
 
 
-def training_summary(exp_dir: Path) -> Dict[str, Any]:
-    """Epochs, averaged epochs, best validation loss/accuracy and (when logged) training seconds of a model."""
-    hist = load_yaml(exp_dir / "history.yaml")
-    epochs = hist["history"]
-    best = min(epochs, key=lambda h: h["valid_loss"])
-    summary = {"epochs": len(epochs), "averaged_epochs": hist["averaged_epochs"],
-               "best_valid_loss": round(best["valid_loss"], 3), "best_valid_acc": round(best.get("valid_acc", 0.0), 4)}
-    if all("seconds" in h for h in epochs):
-        summary["train_seconds"] = round(sum(h["seconds"] for h in epochs), 1)
-    return summary
-
-
 def write_results(results: Dict[str, Any], out_dir: str, commands: str) -> None:
     """results.json, RESULTS.md (generated from it) and the τ-sweep PNG."""
-    out = Path(out_dir)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
-    plot_tau_sweeps(results, out / "tau_sweep.png")
-    atomic_write_text(out / "RESULTS.md", results_markdown(results, commands))
+    plot_tau_sweeps(results, Path(out_dir) / "tau_sweep.png")
+    write_report(out_dir, results, results_markdown(results, commands))
 
 
 def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
     """Dev WER against τ (as multiples of the median squared distance) per K, hard as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for k, per_k in results["K"].items():
         sweep = per_k["_tau_sweep"]
         xs = [r["factor"] for r in sweep["sweep"]]
@@ -193,10 +169,7 @@ def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
     ax.set_ylabel("dev WER (%)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 HEAD_TITLES = {"hard": "hard", "soft": "soft (τ*)", "continuous": "continuous", "soft_trained": "soft/soft (τ*)"}
@@ -212,9 +185,10 @@ def _choice_text(sweep: Dict[str, Any]) -> str:
     rise = sweep.get("max_cer_rise")
     if rise is None:
         return "lowest dev WER."
+    points = f"{rise:g} point{'' if rise == 1 else 's'}"
     if not sweep["best"].get("eligible", True):
-        return f"no τ kept dev CER within {rise:g} points of hard's, so the smallest τ was used."
-    return f"lowest dev WER among τ whose dev CER is within {rise:g} points of hard's."
+        return f"no τ kept dev CER within {points} of hard's, so the smallest τ was used."
+    return f"lowest dev WER among τ whose dev CER is within {points} of hard's."
 
 
 def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
@@ -225,11 +199,9 @@ def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
 
 def results_markdown(results: Dict[str, Any], commands: str) -> str:
     """The RESULTS.md text: one table per K plus the τ sweep, all from results.json."""
-    lines = ["# Results", "", f"Generated by `python -m softtok.recipes.asr results` on "
-             f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}); decoding: {results['search']}. WER/CER in %; soft − hard is the paired "
-             "bootstrap WER difference with its 95 % interval (negative: soft is better).", "",
-             "## Commands", "", "```", commands.strip(), "```", ""]
+    lines = ["# Results", "", f"{generated_by('softtok.recipes.asr')}; decoding: {results['search']}. WER/CER "
+             "in %; soft − hard is the paired bootstrap WER difference with its 95 % interval (negative: soft is "
+             "better).", ""] + commands_section(commands)
     for k, per_k in results["K"].items():
         rows = {name: entry for name, entry in per_k.items() if not name.startswith("_")}
         heads = [h for h in HEAD_TITLES if any(h in entry for entry in rows.values())]
@@ -260,7 +232,7 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
     for name, t in results.get("training", {}).items():
         secs = f"{t['train_seconds'] / 60:.1f} min" if "train_seconds" in t else "–"
         lines.append(f"| {name} | {t['epochs']} | {t['averaged_epochs']} | {t['best_valid_loss']} "
-                     f"| {t['best_valid_acc']} | {secs} |")
+                     f"| {t.get('best_valid_acc', '–')} | {secs} |")
     lines += ["", "![τ sweep](tau_sweep.png)", ""]
     return "\n".join(lines)
 
@@ -310,7 +282,7 @@ def _run_stage(args) -> Dict[str, Any]:
     if args.stage == "decode-sets":
         return decode_sets(args.exp_dir, args.dump, args.data, args.sets, args.search)
     results = collect_results(args.exp, args.ks, args.sets, read_subsets(args.data, args.subsets), args.search)
-    write_results(results, args.out_dir, Path(args.commands).read_text() if args.commands else "")
+    write_results(results, args.out_dir, read_commands(args.commands))
     return {"output": str(Path(args.out_dir) / "RESULTS.md")}
 
 

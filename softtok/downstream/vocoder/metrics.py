@@ -11,7 +11,11 @@
 * :func:`f0_metrics` -- F0 RMSE (Hz) and log-F0 Pearson correlation over frames voiced in both, and the
   voicing-decision error rate; WORLD Harvest at 10 ms. Frames are compared *in time* (no DTW): a vocoder
   keeps the frame rate, so input and output differ by at most a few frames, which are cut off the end.
+* :func:`world_features` -- F0, mel-cepstra and frame energies from one F0 analysis, for evaluating many
+  outputs against one reference (:func:`mcd_of_features`, :func:`compare_f0`) without re-analysing it.
+* :func:`log_mel_distance` -- mean absolute log-mel difference, frame by frame (a cheap spectral distance).
 * :class:`SpeakerSimilarity` -- cosine similarity of Resemblyzer utterance embeddings (optional package).
+* :func:`paired_mean_difference` -- paired bootstrap interval of a per-utterance metric's mean difference.
 * :class:`JudgeASR` -- Whisper tiny.en (CTranslate2) transcripts and WER/CER of the resynthesised speech.
 
 Bad input (empty, stereo/2-D, NaN, a sample rate other than 16 kHz) is one ``ValueError`` line.
@@ -120,8 +124,31 @@ def mel_cepstrum(wave: Wave, sr: int = SAMPLE_RATE, order: int = 24, alpha: floa
                  f0_method: str = "harvest") -> Tuple[np.ndarray, np.ndarray]:
     """WORLD mel-cepstra (frames, order+1) and frame energies in dB (frames,) every 10 ms."""
     power = spectral_envelope(wave, sr, f0_method)
-    energy_db = 10.0 * np.log10(np.maximum(power.sum(axis=1), 1e-30))
-    return envelope_to_mcep(power, order, alpha), energy_db
+    return envelope_to_mcep(power, order, alpha), _energy_db(power)
+
+
+def _energy_db(power: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(power.sum(axis=1), 1e-30))
+
+
+@dataclass
+class WorldFeatures:
+    """One waveform's WORLD analysis every 10 ms: F0 (Hz, 0 = unvoiced), mel-cepstra, frame energies (dB)."""
+
+    f0: np.ndarray
+    mcep: np.ndarray
+    energy_db: np.ndarray
+
+
+def world_features(wave: Wave, sr: int = SAMPLE_RATE, order: int = 24, alpha: float = 0.42,
+                   f0_method: str = "harvest") -> WorldFeatures:
+    """F0, mel-cepstra and energies from a single F0 analysis (what MCD and the F0 metrics each redo)."""
+    import pyworld
+
+    x = check_wave(wave, "wave", sr)
+    f0 = extract_f0(x, sr, f0_method)
+    power = pyworld.cheaptrick(x, f0, np.arange(len(f0)) * FRAME_PERIOD_MS / 1000.0, sr)
+    return WorldFeatures(f0, envelope_to_mcep(power, order, alpha), _energy_db(power))
 
 
 # ------------------------------------------------------------------------------------------------- DTW
@@ -204,10 +231,37 @@ def mel_cepstral_distortion(ref: Wave, syn: Wave, sr: int = SAMPLE_RATE, order: 
     ref_w, syn_w = check_wave(ref, "ref", sr), check_wave(syn, "syn", sr)
     ref_mc, ref_db = mel_cepstrum(ref_w, sr, order, alpha, f0_method)
     syn_mc, syn_db = mel_cepstrum(syn_w, sr, order, alpha, f0_method)
+    return _mcd_speech(ref_mc, ref_db, syn_mc, syn_db, silence_db)
+
+
+def mcd_of_features(ref: WorldFeatures, syn: WorldFeatures, silence_db: Optional[float] = 40.0) -> MCDResult:
+    """:func:`mel_cepstral_distortion` on analyses made by :func:`world_features` (same result, no re-analysis)."""
+    return _mcd_speech(ref.mcep, ref.energy_db, syn.mcep, syn.energy_db, silence_db)
+
+
+def _mcd_speech(ref_mc: np.ndarray, ref_db: np.ndarray, syn_mc: np.ndarray, syn_db: np.ndarray,
+                silence_db: Optional[float]) -> MCDResult:
     ref_keep, syn_keep = _speech_frames(ref_db, silence_db), _speech_frames(syn_db, silence_db)
     logger.debug("MCD: keeping %d/%d reference and %d/%d synthesised frames above the silence threshold",
                  ref_keep.sum(), len(ref_keep), syn_keep.sum(), len(syn_keep))
     return cepstral_distortion(ref_mc[ref_keep], syn_mc[syn_keep])
+
+
+def log_mel_distance(ref: Wave, syn: Wave, sr: int = SAMPLE_RATE, max_len_diff: int = 5) -> float:
+    """Mean |log-mel(ref) − log-mel(syn)| (the mel vocoder's 80-bin log-mel), frame by frame in time.
+
+    Like the F0 metrics it needs outputs of the input's duration: up to ``max_len_diff`` extra 10 ms frames at
+    the end of either are cut off.
+    """
+    from softtok.downstream.vocoder.mel import log_mel
+
+    a = log_mel(check_wave(ref, "ref", sr).astype(np.float32), sr)
+    b = log_mel(check_wave(syn, "syn", sr).astype(np.float32), sr)
+    if abs(len(a) - len(b)) > max_len_diff:
+        raise ValueError(f"log-mels differ by {abs(len(a) - len(b))} frames (> {max_len_diff}); "
+                         f"the distance compares frames in time and needs inputs of the same duration")
+    n = min(len(a), len(b))
+    return float((a[:n] - b[:n]).abs().mean())
 
 
 # -------------------------------------------------------------------------------------------------- F0
@@ -294,6 +348,30 @@ class SpeakerSimilarity:
     def __call__(self, ref: Wave, syn: Wave, sr: int = SAMPLE_RATE) -> float:
         """Cosine similarity of the speaker embeddings of ``ref`` and ``syn``."""
         return cosine_similarity(self.embed(ref, sr), self.embed(syn, sr))
+
+
+def paired_mean_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = 1000, seed: int = 0,
+                           confidence: float = 0.95) -> Dict[str, float]:
+    """Paired bootstrap over utterances of mean(b − a) for a per-utterance metric (NaN pairs dropped).
+
+    Returns ``delta`` (observed mean difference), the percentile interval ``ci_low``/``ci_high``, and
+    ``p_lower``: the fraction of resamples with delta < 0 (b lower than a).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two 1-D arrays of equal length, got {a.shape} and {b.shape}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    diff = (b - a)[np.isfinite(a) & np.isfinite(b)]
+    if diff.size == 0:
+        raise ValueError("no utterance has a finite value in both systems")
+    idx = np.random.default_rng(seed).integers(0, diff.size, size=(n_resamples, diff.size))
+    deltas = diff[idx].mean(axis=1)
+    alpha = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(deltas, [alpha, 100.0 - alpha])
+    return {"delta": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+            "p_lower": float(np.mean(deltas < 0)), "n_resamples": int(n_resamples), "n_utts": int(diff.size),
+            "confidence": float(confidence)}
 
 
 # ----------------------------------------------------------------------------------------------- judge

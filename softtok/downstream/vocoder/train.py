@@ -18,17 +18,19 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, default_device, init_embedding,
-                                        load_codebook, load_run_config, log_to_file, optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
+                                        init_embedding, load_codebook, load_run_config, log_to_file,
+                                        optimizer_step)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import build_head
+from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +64,34 @@ def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str =
           overrides: Optional[Dict[str, Any]] = None, valid_feats: Optional[str] = None,
           valid_data: Optional[str] = None, device: Optional[str] = None) -> Dict[str, Any]:
     """Train (or resume) one mel-vocoder experiment and write ``model.pth``."""
+    return run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
+        config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats, valid_data,
+        device or default_device()))
+
+
+def run_logged(exp_dir: str, valid_feats: Optional[str], valid_data: Optional[str],
+               body: Callable[[Path], Dict[str, Any]]) -> Dict[str, Any]:
+    """Check that the validation options come together, make ``exp_dir`` and run ``body(exp)`` logging to train.log."""
     if (valid_feats is None) != (valid_data is None):
         raise ValueError("--valid-feats and --valid-data go together")
     exp = Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     with log_to_file(exp / "train.log"):
-        return _train(config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {},
-                      valid_feats, valid_data, device or default_device())
+        return body(exp)
+
+
+def run_config(conf: Dict[str, Any], vocoder: str, head_name: str, head_conf: Dict[str, Any],
+               codebook: Optional[Codebook], kmeans: Optional[str], feats: str, data_dir: str,
+               first_feats: Any, **extra: Any) -> Dict[str, Any]:
+    """A vocoder run's config.yaml contents (after checking the features fit the codebook): enough to rebuild it."""
+    if codebook is not None:
+        codebook.check_features(first_feats, name=feats)
+    discrete = head_name != "continuous"
+    return {**conf, "vocoder": vocoder, "head": head_name, "head_conf": head_conf,
+            "n_tokens": codebook.n_clusters if discrete else None,
+            "feat_dim": None if discrete else first_feats.shape[1],
+            "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(feats),
+            "train_data": str(data_dir), **extra}
 
 
 def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
@@ -78,14 +101,8 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     head = build_head(head_name, codebook, **head_conf)
     train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"])
     valid_data = MelVocoderData(valid_feats, valid_dir) if valid_feats else train_data
-    feat_dim = next(iter(train_data.feats.values())).shape[1]
-    if codebook is not None:
-        codebook.check_features(next(iter(train_data.feats.values())), name=feats)
-    discrete = head_name != "continuous"
-    config = {**conf, "vocoder": "mel", "head": head_name, "head_conf": head_conf,
-              "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
-              "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(feats),
-              "train_data": str(data_dir), "mel": MEL_SETTINGS}
+    config = run_config(conf, "mel", head_name, head_conf, codebook, kmeans, feats, data_dir,
+                        next(iter(train_data.feats.values())), mel=MEL_SETTINGS)
     save_yaml(exp / "config.yaml", config)
     model = build_model(config)
     init_embedding(model.embed, conf["embed_init"], codebook)
@@ -126,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     return run_job("train", lambda: train(args.config, args.feats, args.data_dir, args.exp_dir, args.head,
-                                          args.kmeans, args.head_conf, args.override, args.valid_feats,
+                                          args.kmeans, args.head_conf, cli_overrides(args), args.valid_feats,
                                           args.valid_data, args.device), logger)
 
 
