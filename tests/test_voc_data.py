@@ -184,6 +184,16 @@ def test_speechocean_sentences_dedupe_and_errors(tmp_path):
     _one_line_error(exc, str(tmp_path / "train" / "text"), "speechocean762")
 
 
+def test_speechocean_sentences_exclude_text(tmp_path):
+    so = _make_sentences(tmp_path / "so")
+    exclude = tmp_path / "ood_text"
+    exclude.write_text(f"a {SENTENCES[0].lower()}\nb  {SENTENCES[3]}\nc SENTENCE NOT IN THE CORPUS\n")
+    assert speechocean_sentences(so, exclude) == sorted(set(SENTENCES) - {SENTENCES[0], SENTENCES[3]})
+    with pytest.raises(DataError) as exc:
+        speechocean_sentences(so, tmp_path / "missing_text")
+    _one_line_error(exc, str(tmp_path / "missing_text"))
+
+
 def test_piper_joe_checks_before_work(tmp_path, monkeypatch):
     so = _make_sentences(tmp_path / "so")
     with pytest.raises(DataError, match="hours"):
@@ -219,6 +229,12 @@ def test_piper_joe_dev_split_between_train_and_test(tmp_path, monkeypatch):
     assert test.utt_ids == [f"joe_{k:06d}" for k in range(n + 3, n + 5)]
     texts = [set(d.text.values()) for d in (train, dev, test)]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    exclude = tmp_path / "ood_text"
+    exclude.write_text("".join(f"u{i} {s}\n" for i, s in enumerate(SENTENCES[:4])))
+    kept = prepare_piper_joe(so, tmp_path / "joe_excl", hours=0.0002, n_heldout=2, n_dev=1, seed=1, voice=voice,
+                             exclude_text=exclude)
+    read = set().union(*(load_data_dir(kept[name], require_text=True).text.values() for name in kept))
+    assert read and read.isdisjoint(SENTENCES[:4])
     no_dev = prepare_piper_joe(so, tmp_path / "joe_nodev", hours=0.0005, n_heldout=2, seed=1, voice=voice)
     assert set(no_dev) == {"train", "test_id"}  # n_dev=0: the sets as before
     assert (no_dev["train"] / "text").read_text() == (sets["train"] / "text").read_text()

