@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
+from softtok.downstream import distributed
 from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
@@ -112,7 +113,10 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, los
 
 @contextmanager
 def log_to_file(path: Path) -> Iterator[None]:
-    """Copy every log record to ``path`` (``exp/train.log``) while the block runs."""
+    """Copy every log record to ``path`` (``exp/train.log``) while the block runs (rank 0 only under torchrun)."""
+    if not distributed.is_main():
+        yield
+        return
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -127,7 +131,9 @@ class EpochCheckpoints:
     """``exp/checkpoints/epoch<N>.pth`` (model, optimizer, scheduler, RNG, history): resume and finish.
 
     ``extra``: more named objects with ``state_dict``/``load_state_dict`` saved alongside (e.g. a GAN's
-    discriminator, its optimizer and scheduler); ``model.pth`` holds ``model`` alone.
+    discriminator, its optimizer and scheduler); ``model.pth`` holds ``model`` alone (pass the model
+    unwrapped, not its DDP wrapper). Under torchrun every rank resumes from the same file and rank 0
+    alone writes, the others waiting at a barrier.
     """
 
     def __init__(self, exp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -166,16 +172,21 @@ class EpochCheckpoints:
             state["scheduler"] = self.scheduler.state_dict()
         if self.extra:
             state["extra"] = {name: obj.state_dict() for name, obj in self.extra.items()}
-        save_atomic(state, self.dir / f"epoch{record['epoch']}.pth")
+        if distributed.is_main():
+            save_atomic(state, self.dir / f"epoch{record['epoch']}.pth")
+        distributed.barrier()
 
     def finish(self, keep_nbest: int) -> Dict[str, Any]:
         """Average the ``keep_nbest`` epochs of lowest validation loss into ``model.pth``; write history.yaml."""
         if not self.history:
             raise ValueError(f"{self.exp}: no epoch trained (max_epoch < 1?)")
         best = sorted(self.history, key=lambda h: h["valid_loss"])[:keep_nbest]
-        save_atomic(average_checkpoints([self.dir / f"epoch{h['epoch']}.pth" for h in best]),
-                    self.exp / "model.pth")
-        save_yaml(self.exp / "history.yaml", {"history": self.history, "averaged_epochs": [h["epoch"] for h in best]})
+        if distributed.is_main():
+            save_atomic(average_checkpoints([self.dir / f"epoch{h['epoch']}.pth" for h in best]),
+                        self.exp / "model.pth")
+            save_yaml(self.exp / "history.yaml",
+                      {"history": self.history, "averaged_epochs": [h["epoch"] for h in best]})
+        distributed.barrier()
         summary = {"epochs": len(self.history), "best_valid_loss": round(best[0]["valid_loss"], 4),
                    "averaged": [h["epoch"] for h in best], "seconds": round(time.perf_counter() - self.t0, 1),
                    "output": str(self.exp / "model.pth")}

@@ -3,7 +3,8 @@
 ``exp_dir`` gets ``train.log``, ``config.yaml`` (everything needed to rebuild the model),
 ``checkpoints/epoch<N>.pth`` and, at the end, ``model.pth``: the average of the
 ``keep_nbest`` checkpoints with the lowest validation loss (as ESPnet's
-``valid.loss.ave``).
+``valid.loss.ave``). Under ``torchrun --nproc_per_node N`` it trains data-parallel
+(:mod:`softtok.downstream.distributed`); rank 0 writes every file.
 
     python -m softtok.downstream.asr.train --config conf/train.yaml \\
         --train-feats dump/whisper/train/feats.scp --train-text data/train/text \\
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
+from softtok.downstream import distributed
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
@@ -62,20 +64,22 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
 
 def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
                desc="", device="cpu") -> Dict[str, float]:
-    """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
+    """One pass over ``groups``; trains when an optimizer is given. Returns utterance-weighted mean stats (all ranks)."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
     n = 0
     with torch.set_grad_enabled(optimizer is not None), logging_redirect_tqdm():
         for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer, device), total=len(groups),
-                                                   desc=desc, unit="batch", leave=False):
+                                                   desc=desc, unit="batch", leave=False,
+                                                   disable=not distributed.is_main()):
             loss, stats = model(tokens, lengths, ys, y_lens)
-            if optimizer is not None:
-                optimizer_step(model, optimizer, loss, grad_clip, scheduler)
+            if optimizer is not None:  # the loss is a mean over utterances (espnet2 CTC, LabelSmoothingLoss)
+                optimizer_step(model, optimizer, distributed.scale_loss(loss, len(lengths)), grad_clip, scheduler)
             weight = len(lengths)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v * weight
             n += weight
+    totals, n = distributed.sum_stats(totals, n)
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
@@ -90,9 +94,9 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
     """
     exp = Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    with log_to_file(exp / "train.log"):
+    with distributed.session(device or default_device()) as device, log_to_file(exp / "train.log"):
         return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
-                      head_conf or {}, overrides or {}, tau_factor, device or default_device())
+                      head_conf or {}, overrides or {}, tau_factor, device)
 
 
 def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
@@ -114,7 +118,8 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
               "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
               "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
-    save_yaml(exp / "config.yaml", config)
+    if distributed.is_main():
+        save_yaml(exp / "config.yaml", config)
     model = build_model(config)
     init_embedding(model.embedding, conf["embed_init"], codebook)
     model = model.to(device)
@@ -127,11 +132,13 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
         optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
     checkpoints = EpochCheckpoints(exp, model, optimizer, scheduler)
     start_epoch = checkpoints.resume()
-    valid_groups = valid_data.batches(conf["batch_frames"])
+    net = distributed.wrap(model, device)  # DDP under torchrun; validation runs on the bare model
+    valid_groups = distributed.shard(valid_data.batches(conf["batch_frames"]), drop_remainder=False)
     for epoch in range(start_epoch, conf["max_epoch"] + 1):
         t_epoch = time.perf_counter()
-        groups = train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch)
-        tr = _run_epoch(model, train_data, groups, head, tokenizer, optimizer, scheduler, conf["grad_clip"],
+        distributed.seed_rank(conf["seed"], epoch)
+        groups = distributed.shard(train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch))
+        tr = _run_epoch(net, train_data, groups, head, tokenizer, optimizer, scheduler, conf["grad_clip"],
                         desc=f"epoch {epoch} train", device=device)
         va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid",
                         device=device)

@@ -3,7 +3,8 @@
 ``exp_dir`` gets ``train.log``, ``config.yaml`` (everything needed to rebuild the model: n_tokens or
 feat_dim, head, head_conf, codebook path, model options), ``checkpoints/epoch<N>.pth``, ``history.yaml``
 and, at the end, ``model.pth``: the average of the ``keep_nbest`` checkpoints with the lowest
-validation loss (the training set serves as validation set when none is given).
+validation loss (the training set serves as validation set when none is given). Under
+``torchrun --nproc_per_node N`` it trains data-parallel (:mod:`softtok.downstream.distributed`).
 
     python -m softtok.downstream.vocoder.train --config conf/voc_mel.yaml \\
         --feats dump/whisper/train/feats.scp --data-dir data/train \\
@@ -23,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from softtok.common import run_job, setup_logging
+from softtok.downstream import distributed
 from softtok.downstream.asr.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
                                         init_embedding, load_codebook, load_run_config, log_to_file,
@@ -50,12 +52,13 @@ def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device=
         for _, tokens, lengths, target, target_lengths in iterate(data, groups, head, None, device):
             mel, mel_lengths = model(tokens, lengths)
             loss, stats = model.loss(mel, mel_lengths, target, target_lengths)
-            if optimizer is not None:
-                optimizer_step(model, optimizer, loss, grad_clip)
             weight = int(torch.minimum(mel_lengths, target_lengths).sum())
+            if optimizer is not None:  # the loss is a mean over the batch's frames
+                optimizer_step(model, optimizer, distributed.scale_loss(loss, weight), grad_clip)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v * weight
             n += weight
+    totals, n = distributed.sum_stats(totals, n)
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
@@ -64,9 +67,10 @@ def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str =
           overrides: Optional[Dict[str, Any]] = None, valid_feats: Optional[str] = None,
           valid_data: Optional[str] = None, device: Optional[str] = None) -> Dict[str, Any]:
     """Train (or resume) one mel-vocoder experiment and write ``model.pth``."""
-    return run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
-        config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats, valid_data,
-        device or default_device()))
+    with distributed.session(device or default_device()) as device:
+        return run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
+            config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats,
+            valid_data, device))
 
 
 def run_logged(exp_dir: str, valid_feats: Optional[str], valid_data: Optional[str],
@@ -103,7 +107,8 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     valid_data = MelVocoderData(valid_feats, valid_dir) if valid_feats else train_data
     config = run_config(conf, "mel", head_name, head_conf, codebook, kmeans, feats, data_dir,
                         next(iter(train_data.feats.values())), mel=MEL_SETTINGS)
-    save_yaml(exp / "config.yaml", config)
+    if distributed.is_main():
+        save_yaml(exp / "config.yaml", config)
     model = build_model(config)
     init_embedding(model.embed, conf["embed_init"], codebook)
     model = model.to(device)
@@ -114,11 +119,13 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
     checkpoints = EpochCheckpoints(exp, model, optimizer)
     start_epoch = checkpoints.resume()
-    valid_groups = valid_data.batches(conf["batch_frames"])
+    net = distributed.wrap(model, device)  # DDP under torchrun; validation runs on the bare model
+    valid_groups = distributed.shard(valid_data.batches(conf["batch_frames"]), drop_remainder=False)
     for epoch in range(start_epoch, conf["max_epoch"] + 1):
         t_epoch = time.perf_counter()
-        groups = train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch)
-        tr = _run_epoch(model, train_data, groups, head, optimizer, conf["grad_clip"], device)
+        distributed.seed_rank(conf["seed"], epoch)
+        groups = distributed.shard(train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch))
+        tr = _run_epoch(net, train_data, groups, head, optimizer, conf["grad_clip"], device)
         t_train = time.perf_counter() - t_epoch
         va = _run_epoch(model, valid_data, valid_groups, head, device=device)
         checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},

@@ -1,0 +1,150 @@
+"""Data-parallel training helpers: batch sharding, single-process no-ops, and one DDP step (2 gloo ranks) = one step."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from softtok.downstream import distributed
+from softtok.downstream.asr.model import TokenASR
+from softtok.downstream.training import optimizer_step
+from softtok.tokenizers.heads import TokenInput
+
+NO_DROPOUT = {"dropout_rate": 0.0, "positional_dropout_rate": 0.0, "attention_dropout_rate": 0.0}
+SPLIT = [slice(0, 2), slice(2, 3)]  # uneven on purpose: rank 0 gets 2 utterances, rank 1 gets 1
+
+
+def tiny_asr(ctc_weight: float = 0.3) -> TokenASR:
+    """A tiny E-Branchformer ASR (as conf/train_smoke.yaml) with dropout and input masking off: a deterministic step."""
+    torch.manual_seed(0)
+    return TokenASR(vocab_size=7, n_tokens=5, embed_dim=16, encoder="e_branchformer", ctc_weight=ctc_weight,
+                    encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "cgmlp_linear_units": 32,
+                                  "num_blocks": 1, "input_layer": "conv1d2", "cgmlp_conv_kernel": 7,
+                                  "merge_conv_kernel": 7, **NO_DROPOUT},
+                    decoder_conf={"attention_heads": 2, "linear_units": 32, "num_blocks": 1, "dropout_rate": 0.0,
+                                  "positional_dropout_rate": 0.0, "self_attention_dropout_rate": 0.0,
+                                  "src_attention_dropout_rate": 0.0},
+                    masking_conf={"num_time_masks": 0, "num_channel_masks": 0})
+
+
+def tiny_batch(rows: slice = slice(None)):
+    """Three utterances of equal length (no input padding, so splitting the batch changes no frame) and targets of 3-5."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 5, (3, 24), generator=g)
+    y_lens = torch.tensor([5, 3, 4])
+    ys = torch.randint(2, 6, (3, 5), generator=g)
+    ys[1, 3:] = -1
+    ys[2, 4:] = -1
+    ys, y_lens = ys[rows], y_lens[rows]
+    return TokenInput("ids", ids=ids[rows]), torch.full((len(y_lens),), 24), ys[:, :int(y_lens.max())], y_lens
+
+
+def sgd_step(model: torch.nn.Module, rows: slice = slice(None), scaled: bool = True) -> None:
+    """One SGD step (lr 1: parameter change = gradient) on the given utterances of the tiny batch."""
+    tokens, lengths, ys, y_lens = tiny_batch(rows)
+    loss, _ = model(tokens, lengths, ys, y_lens)
+    if scaled:
+        loss = distributed.scale_loss(loss, len(lengths))
+    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), loss, grad_clip=1e9)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank: DDP steps on this rank's share of the batch, scaled and not; rank 0 saves the parameters."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    with distributed.session("cpu") as device:
+        assert device == "cpu" and distributed.world_size() == world and dist.get_backend() == "gloo"
+        results = {}
+        for scaled in (True, False):
+            model = tiny_asr()
+            sgd_step(distributed.wrap(model, device), SPLIT[rank], scaled)
+            results[scaled] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        unused = tiny_asr(ctc_weight=0.0)  # the CTC layer gets no gradient: DDP must still step, twice
+        net = distributed.wrap(unused, device)
+        for _ in range(2):
+            sgd_step(net, SPLIT[rank])
+        results["stats"] = distributed.sum_stats({"loss": 2.0 * (rank + 1)} if rank == 0 else {}, 2.0 + rank)
+        results["shard"] = distributed.shard(list("abcde"))
+        gathered: List[object] = [None] * world
+        dist.all_gather_object(gathered, results["shard"])
+        results["shards"] = gathered
+        if rank == 0:
+            torch.save(results, out)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Dict:
+    """What the two gloo ranks computed (spawned once for the module)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path_factory.mktemp("ddp") / "rank0.pt"
+    mp.spawn(_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=False)
+
+
+def test_ddp_step_on_split_batch_equals_one_step_on_whole_batch(two_ranks):
+    model = tiny_asr()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sgd_step(model)
+    moved = max(float((model.state_dict()[k] - before[k]).abs().max()) for k in before)
+    diff = max(float((two_ranks[True][k] - v).abs().max()) for k, v in model.state_dict().items())
+    plain = max(float((two_ranks[False][k] - v).abs().max()) for k, v in model.state_dict().items())
+    assert moved > 1e-2  # the step did something
+    assert diff < 1e-5, f"DDP step differs from the single-process step by {diff}"
+    assert plain > 100 * max(diff, 1e-6), "without scale_loss an uneven split should give another step"
+
+
+def test_ddp_sums_stats_and_shards_batches(two_ranks):
+    totals, n = two_ranks["stats"]
+    assert totals == {"loss": 2.0} and n == 5.0  # rank 1 had no batch and no keys
+    assert two_ranks["shards"] == [["a", "c"], ["b", "d"]]  # "e" dropped: equal step counts
+
+
+def test_shard_is_disjoint_and_equal_with_the_remainder_dropped(monkeypatch):
+    groups = [[f"u{i}"] for i in range(11)]
+    shares = {}
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    for r in range(4):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        shares[r] = distributed.shard(groups)
+        assert distributed.shard(groups, drop_remainder=False) == groups[r::4]
+    assert {len(s) for s in shares.values()} == {2}
+    flat = [g[0] for s in shares.values() for g in s]
+    assert len(set(flat)) == 8 and set(flat) <= {g[0] for g in groups[:8]}
+    with pytest.raises(ValueError, match="3 training batches for 4 ranks"):
+        distributed.shard(groups[:3])
+
+
+@pytest.mark.parametrize("world", [None, "1"])
+def test_single_process_has_no_group_and_changes_nothing(monkeypatch, world):
+    if world is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world)
+    loss = torch.tensor(2.5)
+    with distributed.session("cpu") as device:
+        assert device == "cpu" and not dist.is_initialized() and distributed.is_main()
+        assert distributed.scale_loss(loss, 3) is loss
+        assert distributed.sum_stats({"a": 1.0}, 2) == ({"a": 1.0}, 2)
+        assert distributed.shard([[1], [2], [3]]) == [[1], [2], [3]]
+        model = torch.nn.Linear(2, 2)
+        assert distributed.wrap(model, device) is model
+        state = torch.get_rng_state()
+        distributed.seed_rank(0, 3)
+        assert torch.equal(state, torch.get_rng_state())
+
+
+def test_bad_world_size_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE must be a positive integer"):
+        with distributed.session("cpu"):
+            pass
