@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from softtok.downstream import distributed
 from softtok.downstream.asr.model import TokenASR
-from softtok.downstream.training import optimizer_step
+from softtok.downstream.training import EpochCheckpoints, log_to_file, optimizer_step
 from softtok.tokenizers.heads import TokenInput
 
 NO_DROPOUT = {"dropout_rate": 0.0, "positional_dropout_rate": 0.0, "attention_dropout_rate": 0.0}
@@ -148,3 +148,18 @@ def test_bad_world_size_is_one_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="WORLD_SIZE must be a positive integer"):
         with distributed.session("cpu"):
             pass
+
+
+def test_only_rank_zero_writes_checkpoints_and_logs(monkeypatch, tmp_path):
+    """A non-zero rank keeps the history (for the summary) but writes no file."""
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    model = torch.nn.Linear(2, 2)
+    checkpoints = EpochCheckpoints(tmp_path, model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with log_to_file(tmp_path / "train.log"):
+        checkpoints.save({"epoch": 1, "valid_loss": 1.0})
+    assert checkpoints.history == [{"epoch": 1, "valid_loss": 1.0}]
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    checkpoints.save({"epoch": 2, "valid_loss": 0.5})
+    assert checkpoints.finish(keep_nbest=1)["averaged"] == [2]
+    assert {p.name for p in tmp_path.rglob("*.pth")} == {"epoch2.pth", "model.pth"}

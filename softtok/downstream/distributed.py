@@ -76,7 +76,6 @@ def session(device: str) -> Iterator[str]:
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if not is_main():
         logging.getLogger().setLevel(logging.WARNING)
-    logger.info("distributed training: %d ranks (%s), rank 0 on %s", world_size(), dist.get_backend(), device)
     try:
         yield device
     finally:
@@ -97,6 +96,7 @@ def wrap(model: torch.nn.Module, device: str) -> torch.nn.Module:
     if world_size() == 1:
         return model
     ids = [torch.device(device).index] if device.startswith("cuda") else None
+    logger.info("distributed training: %d ranks (%s), rank 0 on %s", world_size(), dist.get_backend(), device)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
 
@@ -109,6 +109,9 @@ def shard(groups: Sequence[T], drop_remainder: bool = True) -> List[T]:
     end = len(groups) - len(groups) % world if drop_remainder else len(groups)
     if drop_remainder and end == 0 and len(groups) > 0:
         raise ValueError(f"{len(groups)} training batches for {world} ranks: lower batch_frames or run fewer ranks")
+    if end < len(groups):
+        logger.info("%d batches over %d ranks: %d each, the last %d dropped", len(groups), world, end // world,
+                    len(groups) - end)
     return list(groups[me:end:world])
 
 
