@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from softtok.downstream import distributed
 from softtok.downstream.asr.model import TokenASR
 from softtok.downstream.training import EpochCheckpoints, log_to_file, optimizer_step
+from softtok.downstream.vocoder.mel import MelVocoder
 from softtok.tokenizers.heads import TokenInput
 
 NO_DROPOUT = {"dropout_rate": 0.0, "positional_dropout_rate": 0.0, "attention_dropout_rate": 0.0}
@@ -46,13 +47,34 @@ def tiny_batch(rows: slice = slice(None)):
     return TokenInput("ids", ids=ids[rows]), torch.full((len(y_lens),), 24), ys[:, :int(y_lens.max())], y_lens
 
 
-def sgd_step(model: torch.nn.Module, rows: slice = slice(None), scaled: bool = True) -> None:
-    """One SGD step (lr 1: parameter change = gradient) on the given utterances of the tiny batch."""
+def sgd_step(model: torch.nn.Module, loss: torch.Tensor, n: int, scaled: bool = True) -> None:
+    """One SGD step (lr 1: parameter change = gradient) on a loss averaged over ``n`` items."""
+    if scaled:
+        loss = distributed.scale_loss(loss, n)
+    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), loss, grad_clip=1e9)
+
+
+def asr_step(model: torch.nn.Module, rows: slice = slice(None), scaled: bool = True) -> None:
+    """One SGD step of the ASR loss (a mean over utterances) on the given utterances of the tiny batch."""
     tokens, lengths, ys, y_lens = tiny_batch(rows)
     loss, _ = model(tokens, lengths, ys, y_lens)
-    if scaled:
-        loss = distributed.scale_loss(loss, len(lengths))
-    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), loss, grad_clip=1e9)
+    sgd_step(model, loss, len(lengths), scaled)
+
+
+def mel_step(model: torch.nn.Module, rows: slice = slice(None)) -> None:
+    """One SGD step of the mel-vocoder loss (a mean over frames) on utterances of 12, 7 and 9 tokens (padded)."""
+    g = torch.Generator().manual_seed(2)
+    ids, lengths = torch.randint(0, 5, (3, 12), generator=g)[rows], torch.tensor([12, 7, 9])[rows]
+    target = torch.randn(3, 24, 8, generator=g)[rows, :2 * int(lengths.max())]
+    mel, mel_lengths = model(TokenInput("ids", ids=ids[:, :int(lengths.max())]), lengths)
+    loss, _ = distributed.unwrap(model).loss(mel, mel_lengths, target, 2 * lengths)
+    sgd_step(model, loss, int((2 * lengths).sum()))
+
+
+def tiny_mel() -> MelVocoder:
+    torch.manual_seed(0)
+    return MelVocoder(n_tokens=5, embed_dim=8, channels=8, n_layers=1, n_post_layers=1, kernel=3, n_mels=8,
+                      dropout=0.0)
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -65,12 +87,15 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         results = {}
         for scaled in (True, False):
             model = tiny_asr()
-            sgd_step(distributed.wrap(model, device), SPLIT[rank], scaled)
+            asr_step(distributed.wrap(model, device), SPLIT[rank], scaled)
             results[scaled] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         unused = tiny_asr(ctc_weight=0.0)  # the CTC layer gets no gradient: DDP must still step, twice
         net = distributed.wrap(unused, device)
         for _ in range(2):
-            sgd_step(net, SPLIT[rank])
+            asr_step(net, SPLIT[rank])
+        mel = tiny_mel()
+        mel_step(distributed.wrap(mel, device), SPLIT[rank])
+        results["mel"] = mel.state_dict()
         results["stats"] = distributed.sum_stats({"loss": 2.0 * (rank + 1)} if rank == 0 else {}, 2.0 + rank)
         results["shard"] = distributed.shard(list("abcde"))
         gathered: List[object] = [None] * world
@@ -94,13 +119,20 @@ def two_ranks(tmp_path_factory) -> Dict:
 def test_ddp_step_on_split_batch_equals_one_step_on_whole_batch(two_ranks):
     model = tiny_asr()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sgd_step(model)
+    asr_step(model)
     moved = max(float((model.state_dict()[k] - before[k]).abs().max()) for k in before)
     diff = max(float((two_ranks[True][k] - v).abs().max()) for k, v in model.state_dict().items())
     plain = max(float((two_ranks[False][k] - v).abs().max()) for k, v in model.state_dict().items())
     assert moved > 1e-2  # the step did something
     assert diff < 1e-5, f"DDP step differs from the single-process step by {diff}"
     assert plain > 100 * max(diff, 1e-6), "without scale_loss an uneven split should give another step"
+
+
+def test_ddp_mel_vocoder_step_weights_frames(two_ranks):
+    model = tiny_mel()
+    mel_step(model)
+    diff = max(float((two_ranks["mel"][k] - v).abs().max()) for k, v in model.state_dict().items())
+    assert diff < 1e-5, f"DDP mel-vocoder step differs from the single-process step by {diff}"
 
 
 def test_ddp_sums_stats_and_shards_batches(two_ranks):

@@ -100,6 +100,11 @@ def wrap(model: torch.nn.Module, device: str) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside a DDP wrapper (for its other methods, e.g. a loss outside ``forward``), or ``model``."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def shard(groups: Sequence[T], drop_remainder: bool = True) -> List[T]:
     """This rank's share of a batch list that every rank built alike: batches ``rank``, ``rank + world``, ...
 

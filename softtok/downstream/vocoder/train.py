@@ -51,7 +51,7 @@ def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device=
     with torch.set_grad_enabled(optimizer is not None):
         for _, tokens, lengths, target, target_lengths in iterate(data, groups, head, None, device):
             mel, mel_lengths = model(tokens, lengths)
-            loss, stats = model.loss(mel, mel_lengths, target, target_lengths)
+            loss, stats = distributed.unwrap(model).loss(mel, mel_lengths, target, target_lengths)
             weight = int(torch.minimum(mel_lengths, target_lengths).sum())
             if optimizer is not None:  # the loss is a mean over the batch's frames
                 optimizer_step(model, optimizer, distributed.scale_loss(loss, weight), grad_clip)

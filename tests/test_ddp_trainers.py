@@ -1,4 +1,7 @@
-"""The ASR trainer under ``torchrun --standalone --nproc_per_node 2`` (gloo, CPU) on a tiny synthetic set: files, reduction, resume."""
+"""The ASR and mel-vocoder trainers under ``torchrun --standalone --nproc_per_node 2`` (gloo, CPU) on tiny sets.
+
+ASR: one set of files, validation stats reduced over ranks, the model decodes, resume. Vocoder: the same, briefly.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,13 @@ from conftest import REPO
 from softtok.downstream.asr import train as asr_train
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import decode
+from softtok.downstream.vocoder import mel as voc_mel
+from softtok.downstream.vocoder import train as voc_train
 from softtok.tokenizers.datadir import read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import ArkScpWriter, load_yaml
 from softtok.tokenizers.heads import build_head
 from softtok.tokenizers.kmeans import Codebook
+from test_vocoder_mel import toy  # noqa: F401  (fixture: six 1 s utterances, codebook, config)
 
 K, DIM = 4, 6
 LETTERS = "ABCD"
@@ -61,13 +67,10 @@ def tiny(tmp_path_factory) -> Dict[str, str]:
             "valid_feats": valid["feats"], "valid_text": valid["text"]}
 
 
-def torchrun(tiny: Dict[str, str], exp: Path, max_epoch: int) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 -m softtok.downstream.asr.train`` on the tiny set."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "softtok.downstream.asr.train", "--config", tiny["config"], "--head", "hard",
-            "--kmeans", tiny["kmeans"], "--train-feats", tiny["train_feats"], "--train-text", tiny["train_text"],
-            "--valid-feats", tiny["valid_feats"], "--valid-text", tiny["valid_text"], "--exp-dir", str(exp),
-            "--device", "cpu", "--override", f"{{max_epoch: {max_epoch}}}"]
+def torchrun(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m module args`` on CPU, one thread per rank; checks exit 0."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module,
+            *args, "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=240)
@@ -75,10 +78,18 @@ def torchrun(tiny: Dict[str, str], exp: Path, max_epoch: int) -> subprocess.Comp
     return out
 
 
+def train_asr(tiny: Dict[str, str], exp: Path, max_epoch: int) -> subprocess.CompletedProcess:
+    """The ASR trainer on the tiny set, two ranks."""
+    return torchrun("softtok.downstream.asr.train", "--config", tiny["config"], "--head", "hard",
+                    "--kmeans", tiny["kmeans"], "--train-feats", tiny["train_feats"], "--train-text",
+                    tiny["train_text"], "--valid-feats", tiny["valid_feats"], "--valid-text", tiny["valid_text"],
+                    "--exp-dir", str(exp), "--override", f"{{max_epoch: {max_epoch}}}")
+
+
 @pytest.fixture(scope="module")
 def first_run(tiny):
     exp = Path(tiny["root"]) / "exp"
-    return exp, torchrun(tiny, exp, max_epoch=1)
+    return exp, train_asr(tiny, exp, max_epoch=1)
 
 
 def _files(exp: Path) -> set:
@@ -127,7 +138,7 @@ def test_resumed_run_continues_from_the_saved_epoch(first_run, tiny):
     exp, _ = first_run
     epoch1 = (exp / "checkpoints" / "epoch1.pth").read_bytes()
     history1 = load_yaml(exp / "history.yaml")["history"]
-    out = torchrun(tiny, exp, max_epoch=2)
+    out = train_asr(tiny, exp, max_epoch=2)
     assert f"resumed from {exp / 'checkpoints' / 'epoch1.pth'}" in out.stderr
     assert "epoch 1: " not in out.stderr and out.stderr.count("epoch 2: ") == 1
     assert (exp / "checkpoints" / "epoch1.pth").read_bytes() == epoch1
@@ -136,3 +147,20 @@ def test_resumed_run_continues_from_the_saved_epoch(first_run, tiny):
     assert _files(exp) == {"config.yaml", "train.log", "history.yaml", "model.pth", "checkpoints/epoch1.pth",
                            "checkpoints/epoch2.pth"}
     assert (exp / "train.log").read_text().count("resumed from") == 1
+
+
+def test_mel_vocoder_trains_on_two_ranks(toy, tmp_path):  # noqa: F811
+    exp = tmp_path / "voc"
+    out = torchrun("softtok.downstream.vocoder.train", "--config", toy["config"], "--feats", toy["feats"],
+                   "--data-dir", toy["data"], "--kmeans", toy["kmeans"], "--head", "hard", "--exp-dir", str(exp),
+                   "--override", "{max_epoch: 2}")
+    assert "distributed training: 2 ranks (gloo)" in out.stderr and out.stderr.count("epoch 2: ") == 1
+    assert _files(exp) == {"config.yaml", "train.log", "history.yaml", "model.pth", "checkpoints/epoch1.pth",
+                           "checkpoints/epoch2.pth"}
+    model = voc_mel.build_model(load_yaml(exp / "config.yaml"))
+    model.load_state_dict(torch.load(exp / "checkpoints" / "epoch2.pth", weights_only=False)["model"])
+    data = voc_mel.MelVocoderData(toy["feats"], toy["data"])
+    head = build_head("hard", Codebook.load(toy["kmeans"]))
+    expected = voc_train._run_epoch(model, data, data.batches(load_yaml(toy["config"])["batch_frames"]), head)  # the training set validates
+    assert load_yaml(exp / "history.yaml")["history"][1]["valid_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    voc_mel.load_trained(exp)
