@@ -20,6 +20,7 @@ from conftest import REPO
 from softtok.downstream.asr import train as asr_train
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import decode
+from softtok.downstream.asr.model import CharTokenizer
 from softtok.downstream.vocoder import mel as voc_mel
 from softtok.downstream.vocoder import train as voc_train
 from softtok.tokenizers.datadir import read_kaldi_map, write_kaldi_map
@@ -47,7 +48,8 @@ def _write_set(dest: Path, centroids: np.ndarray, n_utts: int, rng: np.random.Ge
         for i in range(n_utts):
             ids = rng.integers(0, K, size=int(rng.integers(5, 11)))
             frames = np.repeat(ids, 4)
-            writer.write(f"u{i:02d}", centroids[frames] + 0.1 * rng.standard_normal((len(frames), DIM)).astype(np.float32))
+            noise = 0.1 * rng.standard_normal((len(frames), DIM)).astype(np.float32)
+            writer.write(f"u{i:02d}", centroids[frames] + noise)
             text[f"u{i:02d}"] = " ".join(LETTERS[k] for k in ids)
     write_kaldi_map(dest / "text", text)
     return {"feats": str(dest / "feats.scp"), "text": str(dest / "text")}
@@ -55,7 +57,7 @@ def _write_set(dest: Path, centroids: np.ndarray, n_utts: int, rng: np.random.Ge
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Dict[str, str]:
-    """A codebook, 11 training (5 batches: one dropped) and 5 validation (3 batches) utterances, and the config above."""
+    """A codebook, 11 training (5 batches: one dropped) and 5 validation utterances (3 batches), the config."""
     root = tmp_path_factory.mktemp("asr_ddp")
     rng = np.random.default_rng(0)
     centroids = (2 * rng.standard_normal((K, DIM))).astype(np.float32)
@@ -115,7 +117,7 @@ def test_validation_stats_are_reduced_over_ranks(first_run, tiny):
     config = load_yaml(exp / "config.yaml")
     model = asr_train.build_model(config)
     model.load_state_dict(torch.load(exp / "checkpoints" / "epoch1.pth", weights_only=False)["model"])
-    tokenizer = asr_train.CharTokenizer(config["token_list"][2:-1])
+    tokenizer = CharTokenizer(config["token_list"][2:-1])
     valid = TokenASRData(tiny["valid_feats"], read_kaldi_map(Path(tiny["valid_text"])))
     groups = valid.batches(CONFIG["batch_frames"])
     assert len(groups) > 2  # both ranks validated something
@@ -161,6 +163,7 @@ def test_mel_vocoder_trains_on_two_ranks(toy, tmp_path):  # noqa: F811
     model.load_state_dict(torch.load(exp / "checkpoints" / "epoch2.pth", weights_only=False)["model"])
     data = voc_mel.MelVocoderData(toy["feats"], toy["data"])
     head = build_head("hard", Codebook.load(toy["kmeans"]))
-    expected = voc_train._run_epoch(model, data, data.batches(load_yaml(toy["config"])["batch_frames"]), head)  # the training set validates
+    groups = data.batches(load_yaml(toy["config"])["batch_frames"])
+    expected = voc_train._run_epoch(model, data, groups, head)  # the training set validates
     assert load_yaml(exp / "history.yaml")["history"][1]["valid_loss"] == pytest.approx(expected["loss"], rel=1e-5)
     voc_mel.load_trained(exp)

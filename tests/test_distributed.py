@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
@@ -36,7 +35,7 @@ def tiny_asr(ctc_weight: float = 0.3) -> TokenASR:
 
 
 def tiny_batch(rows: slice = slice(None)):
-    """Three utterances of equal length (no input padding, so splitting the batch changes no frame) and targets of 3-5."""
+    """Three utterances of equal length (no input padding: a split changes no frame), targets of 5, 3 and 4."""
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 5, (3, 24), generator=g)
     y_lens = torch.tensor([5, 3, 4])

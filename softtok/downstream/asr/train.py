@@ -64,7 +64,7 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
 
 def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
                desc="", device="cpu") -> Dict[str, float]:
-    """One pass over ``groups``; trains when an optimizer is given. Returns utterance-weighted mean stats (all ranks)."""
+    """One pass over ``groups``; trains when an optimizer is given. Returns utterance-weighted means over all ranks."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
     n = 0
