@@ -90,3 +90,186 @@ def test_feature_merge_refuses_missing_shards(tmp_path, tone_dir, caplog):
     (out / "feats.scp").unlink()  # as if the last task's own merge were lost (e.g. NFS caching)
     assert main(argv) == 0 and list(load_scp_dict(out / "feats.scp")) == ["utt_a", "utt_b", "utt_c"]
     assert load_yaml(out / "feats.yaml")["nshard"] == 2
+
+
+# ----------------------------------------------------------------------------- launcher (local / slurm)
+FAKE_SBATCH = '''#!{python}
+"""Fake sbatch: runs every task of the script's #SBATCH --array at once, with SLURM_ARRAY_TASK_ID set and its
+output in #SBATCH --output (%a = task id); with --wait, exits with the highest task exit status."""
+import os, re, subprocess, sys
+with open(os.path.join(os.path.dirname(__file__), "calls"), "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+script = sys.argv[-1]
+opts = dict(re.findall(r"^#SBATCH --([a-z-]+)=(\\S+)", open(script).read(), re.M))
+lo, hi = map(int, opts["array"].split("%")[0].split("-"))
+procs = [subprocess.Popen(["bash", script], env={{**os.environ, "SLURM_ARRAY_TASK_ID": str(i)}},
+                          stdout=open(opts["output"].replace("%a", str(i)), "w"), stderr=subprocess.STDOUT)
+         for i in range(lo, hi + 1)]
+codes = [p.wait() for p in procs]
+print("Submitted batch job 42")
+sys.exit(max(codes) if "--wait" in sys.argv else 0)
+'''
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch) -> Path:
+    """A fake ``sbatch`` first on PATH; returns the file its command lines are appended to."""
+    import os
+    import sys
+
+    from conftest import REPO
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(python=sys.executable))
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}:{os.environ.get('PYTHONPATH', '')}")  # tasks import this checkout
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return bin_dir / "calls"
+
+
+def _softtok(*args: str) -> list:
+    import sys
+
+    return [sys.executable, "-m", "softtok.cli", *args]
+
+
+def test_sbatch_script_lines(tmp_path):
+    from softtok.recipes.launch import SlurmConf, sbatch_script
+
+    conf_file = tmp_path / "slurm.yaml"
+    conf_file.write_text("partition: gpu\ngpus: 2\ncpus_per_task: 4\nmem: 16G\ntime: '04:00:00'\n"
+                         "max_parallel: 3\nextra: [--account=speech]\n")
+    command = ["python", "-m", "softtok.cli", "dump-features", "--data-dir", "data/my set", "--out-dir", "dump/x"]
+    lines = sbatch_script(command, 8, "dump_train", tmp_path / "log", SlurmConf.load(str(conf_file)),
+                          tmp_path).splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert lines[1].startswith("# softtok.recipes.launch: dump_train, 8 array tasks; then `python -m softtok.cli")
+    assert lines[1].endswith("--out-dir dump/x --merge 8`")
+    assert lines[2:] == [
+        "#SBATCH --job-name=dump_train",
+        "#SBATCH --array=0-7%3",
+        f"#SBATCH --output={tmp_path}/log/dump_train.%a.log",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH --time=04:00:00",
+        "#SBATCH --account=speech",
+        "set -euo pipefail",
+        f"cd {tmp_path}",
+        'echo "# task ${SLURM_ARRAY_TASK_ID}/8 on $(hostname), $(date -u +%FT%TZ)"',
+        "python -m softtok.cli dump-features --data-dir 'data/my set' --out-dir dump/x "
+        '--shard "${SLURM_ARRAY_TASK_ID}/8"',
+        'echo "# softtok task done"']
+    plain = sbatch_script(["true"], 1, "j", tmp_path, SlurmConf(), tmp_path).splitlines()
+    assert [x for x in plain if x.startswith("#SBATCH")] == [
+        "#SBATCH --job-name=j", "#SBATCH --array=0-0", f"#SBATCH --output={tmp_path}/j.%a.log"]
+
+
+def test_example_slurm_conf_and_errors(tmp_path):
+    from conftest import REPO
+    from softtok.recipes.launch import SlurmConf, launch
+
+    example = SlurmConf.load(str(REPO / "egs" / "tools" / "slurm.yaml"))
+    assert example.gpus == 1 and example.time == "04:00:00" and "--gres=gpu:1" in example.directives()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: gpu\ngpu: 1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown slurm option 'gpu'"):
+        SlurmConf.load(str(bad))
+    with pytest.raises(ValueError, match="leave --nj/--shard/--merge to the launcher"):
+        launch(["softtok", "dump-features", "--nj", "4"], "local", 2, "j", str(tmp_path))
+    with pytest.raises(ValueError, match="no command"):
+        launch([], "slurm", 2, "j", str(tmp_path))
+
+
+def test_slurm_dump_equals_local_nj2(tmp_path, tone_dir, fake_sbatch):
+    from softtok.recipes.launch import main as launch_main
+
+    def run(cmd: str, out: str) -> int:
+        return launch_main(["--cmd", cmd, "--nj", "2", "--log-dir", str(tmp_path / "log"), "--name", f"dump_{cmd}",
+                            "--", *_softtok("dump-features", "--data-dir", str(tone_dir), "--feature", "mfcc",
+                                            "--out-dir", str(tmp_path / out))])
+
+    assert run("local", "local") == 0 and not fake_sbatch.exists()
+    assert run("slurm", "slurm") == 0
+    assert fake_sbatch.read_text() == f"--wait {tmp_path}/log/dump_slurm.sbatch\n"
+    local = (tmp_path / "local" / "feats.scp").read_text()
+    slurm = (tmp_path / "slurm" / "feats.scp").read_text()
+    assert slurm == local.replace(str(tmp_path / "local"), str(tmp_path / "slurm"))  # same keys, shards, offsets
+    assert len(local.splitlines()) == 3 and load_yaml(tmp_path / "slurm" / "feats.yaml")["nshard"] == 2
+    a, b = load_scp_dict(tmp_path / "local" / "feats.scp"), load_scp_dict(tmp_path / "slurm" / "feats.scp")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    for rank in (0, 1):
+        log = (tmp_path / "log" / f"dump_slurm.{rank}.log").read_text()
+        assert f"# task {rank}/2 on " in log and log.rstrip().endswith("# softtok task done")
+
+
+def test_slurm_token_dump(tmp_path, tone_feats, tone_km, fake_sbatch):
+    from softtok.recipes.launch import launch
+
+    args = ("dump-tokens", "--feats", str(tone_feats), "--kmeans", str(tone_km), "--head", "hard")
+    launch(_softtok(*args, "--out-dir", str(tmp_path / "slurm")), "slurm", 2, "tok", str(tmp_path / "log"))
+    run_dump_tokens(str(tone_feats), str(tone_km), "hard", str(tmp_path / "single"))
+    assert (tmp_path / "slurm" / "tokens.txt").read_text() == (tmp_path / "single" / "tokens.txt").read_text()
+    assert sorted(p.name for p in (tmp_path / "slurm" / "shards").iterdir()) == [
+        "tokens_0_2.done", "tokens_0_2.txt", "tokens_1_2.done", "tokens_1_2.txt"]
+
+
+def test_slurm_failing_task(tmp_path, tone_dir, fake_sbatch, caplog):
+    from softtok.recipes.launch import main as launch_main
+
+    (tone_dir / "audio" / "c.wav").write_bytes(b"not audio")  # utt_c: the only utterance of shard 1/2
+    argv = ["--cmd", "slurm", "--nj", "2", "--log-dir", str(tmp_path / "log"), "--name", "dump",
+            "--", *_softtok("dump-features", "--data-dir", str(tone_dir), "--feature", "mfcc",
+                            "--out-dir", str(tmp_path / "out"))]
+    assert launch_main(argv) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "array job dump: 1 of 2 tasks did not finish" in errors[0]
+    assert f"(see {tmp_path}/log/dump.1.log); sbatch failed (exit 1)" in errors[0]
+    assert "'utt_c'" in (tmp_path / "log" / "dump.1.log").read_text()  # the task's own error
+    assert (tmp_path / "out" / "shards" / "feats_0_2.done").exists()
+    assert not (tmp_path / "out" / "feats.scp").exists()  # nothing merged
+
+
+def test_slurm_dry_run_only_writes_the_script(tmp_path, fake_sbatch):
+    from softtok.recipes.launch import launch
+
+    summary = launch(["softtok", "dump-features", "--data-dir", "d"], "slurm", 3, "j", str(tmp_path / "log"),
+                     dry_run=True)
+    assert summary["submitted"] is False and "#SBATCH --array=0-2" in (tmp_path / "log" / "j.sbatch").read_text()
+    assert not fake_sbatch.exists()
+
+
+def test_stage_sh_run_sharded(tmp_path, tone_dir, fake_sbatch):
+    """Recipes take --cmd/--slurm_conf; run_sharded runs CMD --nj locally or submits the array job."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    conf = tmp_path / "slurm.yaml"
+    conf.write_text("mem: 2G\n")
+    script = tmp_path / "run.sh"
+    script.write_text(f"set -euo pipefail\nnj=2\nexp_dir={tmp_path}/exp\npy={sys.executable}\n"
+                      f". {REPO}/egs/tools/stage.sh \"$@\"\n"
+                      f"run_sharded feats $py -m softtok.cli dump-features --data-dir {tone_dir} --feature mfcc "
+                      f"--out-dir {tmp_path}/$cmd\n")
+    local = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert f"--out-dir {tmp_path}/local --nj 2" in local.stdout and not fake_sbatch.exists()
+    slurm = subprocess.run(["bash", str(script), "--cmd", "slurm", "--slurm_conf", str(conf)],
+                           capture_output=True, text=True)
+    assert slurm.returncode == 0, slurm.stderr[-2000:]
+    assert "#SBATCH --mem=2G" in (tmp_path / "exp" / "log" / "feats.sbatch").read_text()
+    assert (tmp_path / "slurm" / "feats.scp").read_text() == \
+        (tmp_path / "local" / "feats.scp").read_text().replace(f"{tmp_path}/local", f"{tmp_path}/slurm")
+
+
+def test_no_sbatch_is_one_clear_error(tmp_path, monkeypatch):
+    from softtok.recipes.launch import LaunchError, launch
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    with pytest.raises(LaunchError, match="sbatch: command not found .not a Slurm login node"):
+        launch(["softtok", "dump-features"], "slurm", 2, "j", str(tmp_path / "log"))
