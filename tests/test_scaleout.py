@@ -273,3 +273,57 @@ def test_no_sbatch_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
     with pytest.raises(LaunchError, match="sbatch: command not found .not a Slurm login node"):
         launch(["softtok", "dump-features"], "slurm", 2, "j", str(tmp_path / "log"))
+
+
+# ----------------------------------------------------------------------------- faiss k-means on GPUs
+def _faiss_gpu_build() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources")
+
+
+def _blobs(k: int = 4, n_per: int = 300, dim: int = 8) -> tuple:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=10.0, size=(k, dim)).astype(np.float32)
+    return np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres]).astype(np.float32), centres
+
+
+@pytest.mark.skipif(_faiss_gpu_build(), reason="checks the error of a CPU-only faiss build")
+def test_faiss_gpu_on_faiss_cpu_is_one_clear_error(tmp_path, tone_feats, caplog):
+    from softtok.tokenizers.kmeans import faiss_gpus, learn_kmeans
+
+    assert faiss_gpus(None) == 0 and faiss_gpus(False) == 0 and faiss_gpus(0) == 0  # auto / off: the CPU
+    x, centres = _blobs()
+    cpu = learn_kmeans(x, 4, backend="faiss", gpu=False)
+    assert np.linalg.norm(cpu.centroids[:, None] - centres[None], axis=2).min(axis=0).max() < 0.5
+    for gpu, asked in ((True, "all GPUs"), (-1, "all GPUs"), (2, "2 GPU.s.")):
+        with pytest.raises(ValueError, match=f"gpu={gpu!r} asks for {asked} but this faiss .* is a CPU-only build"):
+            learn_kmeans(x, 4, backend="faiss", gpu=gpu)
+    with pytest.raises(ValueError, match="gpu must be true, false or a number of GPUs, got 'yes'"):
+        learn_kmeans(x, 4, backend="faiss", gpu="yes")
+    out = tmp_path / "km.npy"
+    assert main(["learn-kmeans", "--feats", str(tone_feats), "--n-clusters", "4", "--kmeans-conf", "{gpu: true}",
+                 "--out", str(out)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "CPU-only build (faiss-cpu" in errors[0] and "\n" not in errors[0]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not _faiss_gpu_build(), reason="needs faiss-gpu and a CUDA GPU")
+def test_faiss_kmeans_on_all_gpus(caplog):
+    import faiss
+
+    from softtok.tokenizers.kmeans import faiss_gpus, learn_kmeans
+
+    if faiss.get_num_gpus() == 0:
+        pytest.skip("faiss-gpu sees no GPU")
+    caplog.set_level("INFO")
+    assert faiss_gpus(True) == faiss.get_num_gpus() == faiss_gpus(None)
+    x, centres = _blobs(k=16, dim=32)
+    gpu = learn_kmeans(x, 16, backend="faiss", gpu=True)
+    assert f"faiss k-means on {faiss.get_num_gpus()} GPU(s)" in caplog.text
+    cpu = learn_kmeans(x, 16, backend="faiss", gpu=False)
+    assert np.linalg.norm(gpu.centroids[:, None] - centres[None], axis=2).min(axis=0).max() < 0.5
+    assert gpu.meta["inertia"] == pytest.approx(cpu.meta["inertia"], rel=0.01)
+    with pytest.raises(ValueError, match=f"asks for {faiss.get_num_gpus() + 1} GPU.s. but faiss sees"):
+        learn_kmeans(x, 16, backend="faiss", gpu=faiss.get_num_gpus() + 1)
