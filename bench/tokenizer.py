@@ -95,7 +95,8 @@ def make_data_dir(corpus: Path, split: str, max_utts: int, out: Path) -> Path:
     return out
 
 
-def prepare_features(data_dir: Path, feature: str, out_dir: Path, nj: int, device: Optional[str] = None) -> Dict[str, Any]:
+def prepare_features(data_dir: Path, feature: str, out_dir: Path, nj: int,
+                     device: Optional[str] = None) -> Dict[str, Any]:
     """Dump features with the ``softtok dump-features`` CLI (own process) unless feats.scp exists."""
     if (out_dir / "feats.scp").is_file():
         logger.info("features cached: %s", out_dir / "feats.scp")

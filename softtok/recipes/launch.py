@@ -176,9 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    job = lambda: launch(command, args.cmd, args.nj, args.name, args.log_dir, args.slurm_conf, args.dry_run)  # noqa: E731
     try:
-        return run_job(f"launch {args.name}", job, logger)
+        return run_job(f"launch {args.name}", lambda: launch(command, args.cmd, args.nj, args.name, args.log_dir,
+                                                            args.slurm_conf, args.dry_run), logger)
     except LaunchError as exc:
         logger.error("launch %s: %s", args.name, exc)
         return 1

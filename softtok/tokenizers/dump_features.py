@@ -143,7 +143,7 @@ def _worker(args: Tuple) -> Dict[str, Any]:
 
 def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard: Optional[str] = None,
                   batch_size: int = 1, merge: Optional[int] = None, **feature_kwargs: Any) -> Dict[str, Any]:
-    """Dump features for a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done shards."""
+    """Dump features of a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done ones."""
     t0 = time.perf_counter()
     data = load_data_dir(data_dir)  # validate before any work starts
     out = Path(out_dir)
