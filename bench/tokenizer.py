@@ -7,6 +7,8 @@ top-k keeps, then write bench/RESULTS.md and bench/results.json (atomically).
 
     python bench/tokenizer.py                 # full default run (~20-30 min on 2 cores)
     python bench/tokenizer.py --max-utts 100  # quick check
+    python bench/tokenizer.py --device cuda --out-dir bench/gpu  # on a GPU machine with faiss-gpu: faiss k-means
+                                                                # on all visible GPUs, features and heads on CUDA
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from softtok.tokenizers.datadir import load_data_dir, write_data_dir
 from softtok.tokenizers.fileio import atomic_write_text, iter_scp
 from softtok.tokenizers.heads import HardHead, SoftHead, TokenInput
-from softtok.tokenizers.kmeans import Codebook, learn_faiss, learn_kmeans
+from softtok.tokenizers.kmeans import Codebook, faiss_gpus, learn_faiss, learn_kmeans
 
 logger = logging.getLogger("bench.tokenizer")
 
@@ -93,14 +95,15 @@ def make_data_dir(corpus: Path, split: str, max_utts: int, out: Path) -> Path:
     return out
 
 
-def prepare_features(data_dir: Path, feature: str, out_dir: Path, nj: int) -> Dict[str, Any]:
+def prepare_features(data_dir: Path, feature: str, out_dir: Path, nj: int,
+                     device: Optional[str] = None) -> Dict[str, Any]:
     """Dump features with the ``softtok dump-features`` CLI (own process) unless feats.scp exists."""
     if (out_dir / "feats.scp").is_file():
         logger.info("features cached: %s", out_dir / "feats.scp")
         return {"cached": True}
     cli = Path(sys.executable).with_name("softtok")
     cmd = [str(cli), "dump-features", "--data-dir", str(data_dir), "--feature", feature,
-           "--out-dir", str(out_dir), "--nj", str(nj)]
+           "--out-dir", str(out_dir), "--nj", str(nj)] + (["--device", device] if device else [])
     logger.info("running %s", shlex.join(cmd))
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -125,9 +128,10 @@ def run_kmeans(x: np.ndarray, k: int, backend: str, seed: int, **options: Any) -
     return res
 
 
-def kmeans_section(frames: Dict[str, np.ndarray], ks: Sequence[int], seed: int,
-                   niter_sweep: Sequence[int]) -> Tuple[List[Dict[str, Any]], Dict[Tuple[str, int], Codebook]]:
-    """faiss (default options) vs sklearn (defaults) per feature and K.
+def kmeans_section(frames: Dict[str, np.ndarray], ks: Sequence[int], seed: int, niter_sweep: Sequence[int],
+                   faiss_opts: Optional[Dict[str, Any]] = None
+                   ) -> Tuple[List[Dict[str, Any]], Dict[Tuple[str, int], Codebook]]:
+    """faiss (default options, plus ``faiss_opts`` such as ``gpu``) vs sklearn (defaults) per feature and K.
 
     Where the default misses the goal, faiss is re-run with the sweep's niter values below the
     default if it was too slow, and above it if its inertia was too high.
@@ -136,7 +140,7 @@ def kmeans_section(frames: Dict[str, np.ndarray], ks: Sequence[int], seed: int,
     default_niter = inspect.signature(learn_faiss).parameters["niter"].default
     for feat, x in frames.items():
         for k in ks:
-            fa = run_kmeans(x, k, "faiss", seed)
+            fa = run_kmeans(x, k, "faiss", seed, **(faiss_opts or {}))
             sk = run_kmeans(x, k, "sklearn", seed)
             codebooks[(feat, k)] = fa.pop("codebook")
             sk.pop("codebook")
@@ -149,7 +153,7 @@ def kmeans_section(frames: Dict[str, np.ndarray], ks: Sequence[int], seed: int,
             more = [n for n in niter_sweep if n > default_niter] if row["inertia_ratio"] > GOALS["inertia_ratio"] else []
             if not row["met"]:
                 for niter in fewer + more:
-                    r = run_kmeans(x, k, "faiss", seed, niter=niter)
+                    r = run_kmeans(x, k, "faiss", seed, niter=niter, **(faiss_opts or {}))
                     row["sweep"].append({"niter": niter, "faiss_s": r["seconds"], "faiss_inertia": r["inertia"],
                                          "foreign_cpu": r["foreign_cpu"],
                                          **_kmeans_goal(r["seconds"], sk["seconds"], r["inertia"], sk["inertia"])})
@@ -278,7 +282,8 @@ def machine_info() -> Dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "torch": torch.__version__, "faiss": faiss.__version__, "sklearn": sklearn.__version__,
             "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "faiss_gpus": faiss_gpus()}
 
 
 def _verdict(ok: bool) -> str:
@@ -328,7 +333,8 @@ def render_markdown(r: Dict[str, Any]) -> str:
     lines = ["# Tokenizer benchmark", "", f"Command: `{r['command']}`", "",
              f"Date: {r['date']} — wall time {r['wall_seconds'] / 60:.1f} min", "",
              f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), Python {m['python']}, torch {m['torch']}, "
-             f"faiss {m['faiss']}, sklearn {m['sklearn']}, numpy {m['numpy']}; GPU: {m['cuda'] or 'none'}; "
+             f"faiss {m['faiss']}, sklearn {m['sklearn']}, numpy {m['numpy']}; GPU: {m['cuda'] or 'none'} "
+             f"(`--device {r['args'].get('device', 'auto')}`, faiss k-means on {r['kmeans_gpus'] or 'no'} GPUs); "
              f"{r['args']['threads']} threads for torch, faiss and sklearn.", "",
              "\"other load\" = share of all CPUs used by other processes while a step was timed "
              "(from /proc/stat minus this process's CPU time); timings with a high share are slowed by "
@@ -367,7 +373,7 @@ def render_markdown(r: Dict[str, Any]) -> str:
     lines += _head_tables(r["heads_cpu"], r["goals_cpu"], top_ks)
     lines += ["", "## GPU", ""]
     if r["heads_gpu"] is None:
-        lines.append("no GPU here (torch.cuda.is_available() is False)")
+        lines.append("not timed on a GPU (`--device cpu`, or torch.cuda.is_available() is False)")
     else:
         lines += _head_tables(r["heads_gpu"], r["goals_gpu"], top_ks)
     return "\n".join(lines) + "\n"
@@ -404,7 +410,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads for torch, faiss and sklearn alike (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="cuda: faiss k-means on all visible GPUs (needs faiss-gpu), features and heads on CUDA too "
+                        "(heads also on the CPU); cpu: no GPU at all; auto: whatever is visible")
     return p.parse_args(argv)
+
+
+def check_device(device: str) -> Tuple[Optional[bool], int]:
+    """faiss ``gpu`` option for ``--device`` and the GPUs faiss k-means will use; a missing GPU is a ValueError."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU")
+    gpu = {"auto": None, "cpu": False, "cuda": True}[device]
+    return gpu, faiss_gpus(gpu)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -413,13 +430,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t_start = time.perf_counter()
     set_threads(args.threads)
+    try:
+        faiss_gpu, kmeans_gpus = check_device(args.device)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 1
     command = shlex.join(["python", "bench/tokenizer.py", *(sys.argv[1:] if argv is None else argv)])
 
     data_dir = make_data_dir(args.corpus, "train", args.max_utts, args.work / "data" / f"train_{args.max_utts}")
     features, utts_by_feat = {}, {}
     for feat in args.features:
         out = args.work / "feats" / f"{feat}_train_{args.max_utts}"
-        prep = prepare_features(data_dir, feat, out, nj=1 if feat == "whisper" else os.cpu_count() or 1)
+        prep = prepare_features(data_dir, feat, out, nj=1 if feat == "whisper" else os.cpu_count() or 1,
+                                device=args.device if feat == "whisper" and args.device != "auto" else None)
         utts_by_feat[feat] = load_utts(out / "feats.scp")
         n = sum(len(m) for _, m in utts_by_feat[feat])
         features[feat] = {"utts": len(utts_by_feat[feat]), "frames": n,
@@ -427,7 +450,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info("%s: %d utts, %d frames", feat, len(utts_by_feat[feat]), n)
 
     frames = {f: np.concatenate([m for _, m in u]) for f, u in utts_by_feat.items()}
-    kmeans_rows, codebooks = kmeans_section(frames, args.k, args.seed, args.niter_sweep)
+    kmeans_rows, codebooks = kmeans_section(frames, args.k, args.seed, args.niter_sweep,
+                                            None if faiss_gpu is None else {"gpu": faiss_gpu})
     del frames
 
     head_utts = utts_by_feat["whisper"][:: max(1, len(utts_by_feat["whisper"]) // args.head_utts)][:args.head_utts]
@@ -435,13 +459,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bench = dict(top_ks=args.top_k, time_factor=args.time_factor, chunk_frames=args.chunk_frames,
                  repeats=args.repeats)
     heads_cpu = head_section(head_utts, whisper_cbs, "cpu", **bench)
-    heads_gpu = head_section(head_utts, whisper_cbs, "cuda", **bench) if torch.cuda.is_available() else None
+    gpu_heads = args.device != "cpu" and torch.cuda.is_available()
+    heads_gpu = head_section(head_utts, whisper_cbs, "cuda", **bench) if gpu_heads else None
 
     results = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "machine": machine_info(), "args": {k: str(v) if isinstance(v, Path) else v
                                                    for k, v in vars(args).items()},
                "goals": GOALS, "faiss_default_niter": inspect.signature(learn_faiss).parameters["niter"].default,
-               "features": features, "kmeans": kmeans_rows,
+               "features": features, "kmeans": kmeans_rows, "kmeans_gpus": kmeans_gpus,
                "heads_cpu": heads_cpu, "goals_cpu": head_goals(heads_cpu, args.top_k),
                "heads_gpu": heads_gpu, "goals_gpu": head_goals(heads_gpu, args.top_k) if heads_gpu else None}
     results["wall_seconds"] = time.perf_counter() - t_start

@@ -24,6 +24,7 @@ def _add_dump_features(sub) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
     p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
+    p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
     p.add_argument("--batch-size", type=int, default=1, help="utterances per forward pass")
     p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
     p.set_defaults(func=_run_dump_features)
@@ -37,7 +38,7 @@ def _run_dump_features(args) -> Dict:
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     return dump_features(args.data_dir, args.feature, args.out_dir, nj=args.nj, shard=args.shard,
-                         batch_size=args.batch_size, **kwargs)
+                         batch_size=args.batch_size, merge=args.merge, **kwargs)
 
 
 def _add_learn_kmeans(sub) -> None:
@@ -73,6 +74,9 @@ def _add_dump_tokens(sub) -> None:
     p.add_argument("--head-conf", type=yaml_mapping, default={}, help="extra head options (YAML)")
     p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
+    p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
+    p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
     p.set_defaults(func=_run_dump_tokens)
 
 
@@ -82,7 +86,8 @@ def _run_dump_tokens(args) -> Dict:
     if args.dedup and args.head != "hard":
         raise ValueError("--dedup applies to hard tokens only (soft decoding needs one token per frame)")
     return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, tau=args.tau, top_k=args.top_k,
-                           dedup_ids=args.dedup, head_conf=args.head_conf)
+                           dedup_ids=args.dedup, head_conf=args.head_conf, nj=args.nj, shard=args.shard,
+                           merge=args.merge)
 
 
 def _add_prepare(sub) -> None:

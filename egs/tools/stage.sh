@@ -3,6 +3,10 @@
 #   commands_log "$exp_dir/commands.txt" "egs/<corpus>/<task>/run.sh $*"
 #   if run_stage 1 "prepare data"; then log python -m ...; mark_done 1; fi
 
+# Every recipe also takes --cmd local|slurm and --slurm_conf FILE (for run_sharded, below).
+cmd=${cmd:-local}
+slurm_conf=${slurm_conf:-${BASH_SOURCE[0]%/*}/slurm.yaml}
+
 # --name value  ->  name=value for every variable already declared by run.sh.
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,7 +30,17 @@ mark_done() { mkdir -p "$exp_dir/.done" && touch "$exp_dir/.done/stage$1"; }
 # commands_log FILE HEADER: append "# <UTC time> HEADER" to FILE (the log RESULTS.md lists) and remember it as $cmds.
 commands_log() { cmds=$1; mkdir -p "$(dirname "$cmds")"; echo "# $(date -u +%FT%TZ) $2" >> "$cmds"; }
 # log CMD ARGS...: append the command to $cmds, echo it, run it.
-log() { echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+log() { [ -z "${cmds:-}" ] || echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+
+# run_sharded NAME CMD ARGS...: a sharded dump (softtok dump-features / dump-tokens) on $nj shards, as
+# $nj local processes (cmd=local: CMD ARGS --nj $nj) or a Slurm array of $nj tasks, then the merge (cmd=slurm:
+# resources from $slurm_conf, script and task logs in $exp_dir/log/NAME.*; see softtok.recipes.launch).
+run_sharded() {
+  local name=$1; shift
+  if [ "$cmd" = local ]; then log "$@" --nj "$nj"; return; fi
+  log "${py:-python}" -m softtok.recipes.launch --cmd "$cmd" --nj "$nj" --log-dir "$exp_dir/log" --name "$name" \
+    --slurm-conf "$slurm_conf" -- "$@"
+}
 
 # log_bg CMD ARGS...: as log, but in the background, keeping at most $train_nj (default 1) jobs running;
 # wait_bg: wait for them all, failing if any failed. (On 2 cores, 1-thread jobs side by side beat one

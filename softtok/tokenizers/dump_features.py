@@ -4,7 +4,8 @@ Outputs in ``out_dir``: ``shards/feats_{rank}_{nshard}.{ark,scp,done}`` per shar
 (contiguous slices of the sorted utterances, as fairseq's simple_kmeans), and once every
 shard is done, ``feats.scp`` (all utterances, sorted) and ``feats.yaml`` (feature spec,
 frame rate, counts). A shard whose ``.done`` marker exists is skipped, so a re-run
-resumes; ``--nj N`` runs N local processes, ``--shard i/N`` one shard of an array job.
+resumes; ``--nj N`` runs N local processes, ``--shard i/N`` one shard of an array job, and
+``--merge N`` only merges the N shards an array job wrote (softtok.recipes.launch runs it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -43,6 +44,32 @@ def shard_slice(n_items: int, rank: int, nshard: int) -> Tuple[int, int]:
     """Contiguous [start, end) of shard ``rank`` of ``nshard`` over ``n_items``."""
     per = -(-n_items // nshard)
     return min(rank * per, n_items), min((rank + 1) * per, n_items)
+
+
+def plan_shards(n_items: int, nj: int = 1, shard: Optional[str] = None,
+                merge: Optional[int] = None) -> Tuple[List[int], int]:
+    """The ranks to run and the shard count: all of ``min(nj, n_items)``, one ``shard`` (i/N), or none (``merge`` N)."""
+    if sum(x is not None for x in (shard, merge)) > 1 or (nj != 1 and (shard or merge)):
+        raise ValueError("give only one of --nj, --shard and --merge")
+    if merge is not None:
+        if merge < 1:
+            raise ValueError(f"--merge must be >= 1, got {merge}")
+        return [], merge
+    if shard is not None:
+        rank, nshard = parse_shard(shard)
+        return [rank], nshard
+    if nj < 1:
+        raise ValueError(f"--nj must be >= 1, got {nj}")
+    nshard = max(1, min(nj, n_items))
+    return list(range(nshard)), nshard
+
+
+def require_done(done_markers: List[Path], is_done: Callable[[Path], bool] = Path.exists) -> None:
+    """Refuse to merge (``--merge N``) while any shard is not done; names the missing markers."""
+    missing = [p for p in done_markers if not is_done(p)]
+    if missing:
+        raise ValueError(f"cannot merge {len(done_markers)} shards: {len(missing)} not done "
+                         f"({', '.join(str(p) for p in missing[:3])}{' ...' if len(missing) > 3 else ''})")
 
 
 def shard_paths(out_dir: Path, rank: int, nshard: int) -> Dict[str, Path]:
@@ -115,21 +142,16 @@ def _worker(args: Tuple) -> Dict[str, Any]:
 
 
 def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard: Optional[str] = None,
-                  batch_size: int = 1, **feature_kwargs: Any) -> Dict[str, Any]:
-    """Dump features for a data dir: all shards with ``nj`` processes, or one ``shard`` (i/N)."""
+                  batch_size: int = 1, merge: Optional[int] = None, **feature_kwargs: Any) -> Dict[str, Any]:
+    """Dump features of a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done ones."""
     t0 = time.perf_counter()
     data = load_data_dir(data_dir)  # validate before any work starts
     out = Path(out_dir)
     featurizer = build_featurizer(feature, **feature_kwargs)
     spec = {**featurizer.spec(), "data_dir": str(Path(data_dir).resolve())}
-    if shard is not None:
-        rank, nshard = parse_shard(shard)
-        ranks = [rank]
-    else:
-        if nj < 1:
-            raise ValueError(f"--nj must be >= 1, got {nj}")
-        nshard = min(nj, len(data))
-        ranks = list(range(nshard))
+    ranks, nshard = plan_shards(len(data), nj, shard, merge)
+    if merge is not None:
+        require_done([shard_paths(out, r, nshard)["done"] for r in range(nshard)])
     todo = [r for r in ranks if not shard_paths(out, r, nshard)["done"].exists()]
     if len(todo) > 1:
         ctx = mp.get_context("spawn")
@@ -140,7 +162,7 @@ def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard:
         for r in todo:
             dump_shard(data, featurizer, out, r, nshard, batch_size)
     feats_scp = merge_shards(out, nshard, spec)
-    summary = {"shards": len(ranks), "seconds": round(time.perf_counter() - t0, 1),
+    summary = {"shards": nshard if merge is not None else len(ranks), "seconds": round(time.perf_counter() - t0, 1),
                "output": str(feats_scp or out / "shards")}
     if feats_scp is not None:
         meta = load_yaml(out / "feats.yaml")

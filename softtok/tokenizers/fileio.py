@@ -117,9 +117,9 @@ def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
     return entries
 
 
-def iter_scp(scp_path: os.PathLike | str) -> Iterator[Tuple[str, np.ndarray]]:
-    """Yield ``(key, matrix)`` in scp order; a broken entry is an error naming the key."""
-    for key, location in read_scp_entries(scp_path):
+def iter_scp(scp_path: os.PathLike | str, start: int = 0, end: int | None = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield ``(key, matrix)`` in scp order (entries ``[start, end)``); a broken entry is an error naming the key."""
+    for key, location in read_scp_entries(scp_path)[start:end]:
         try:
             matrix = kaldiio.load_mat(location)
         except Exception as exc:  # kaldiio raises many types for a broken ark

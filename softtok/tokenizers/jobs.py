@@ -6,7 +6,9 @@ save; load features + codebook → head → write tokens.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -16,8 +18,10 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.tokenizers.dump_features import plan_shards, require_done, shard_slice
 from softtok.tokenizers.features.base import default_device
-from softtok.tokenizers.fileio import ArkScpWriter, atomic_path, iter_scp, load_yaml, read_scp_entries, save_yaml
+from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_yaml,
+                                       read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook, learn_kmeans
 
@@ -91,49 +95,125 @@ def dedup(ids: np.ndarray) -> np.ndarray:
     return ids[keep]
 
 
+LAYOUTS = {"hard": "text: utt id id ...", "probs": "ark float32 (T, K) probabilities",
+           "topk": "ark float32 (T, 2k): [:, :k] ids (exact integers), [:, k:] weights summing to 1",
+           "feats": "ark float32 (T, D) features"}
+
+
+def token_shard_paths(out_dir: Path, rank: int, nshard: int, hard: bool) -> Dict[str, Path]:
+    """One token shard's files: ``shards/tokens_{rank}_{nshard}.{txt|ark,scp}`` and its ``.done`` marker."""
+    stem = out_dir / "shards" / f"tokens_{rank}_{nshard}"
+    return {k: stem.with_suffix("." + k) for k in (("txt", "done") if hard else ("ark", "scp", "done"))}
+
+
+class TokenJob:
+    """One dump-tokens job: codebook + head + settings; writes shards and merges them."""
+
+    def __init__(self, feats: str, kmeans: str, head: str, out_dir: str, conf: Dict[str, Any], dedup_ids: bool):
+        self.feats, self.out = feats, Path(out_dir)
+        self.codebook = Codebook.load(kmeans)
+        self.codebook.check_spec(feature_spec_of(feats), source=str(feats))
+        self.head_fn = build_head(head, self.codebook, **conf)
+        self.hard, self.dedup = head == "hard", dedup_ids
+        kind = "hard" if self.hard else {"soft": "topk" if conf.get("top_k") else "probs", "continuous": "feats"}[head]
+        self.meta = {"head": head, "settings": self.head_fn.settings(), "tau": conf.get("tau"),
+                     "top_k": conf.get("top_k"), "dedup": dedup_ids, "layout": LAYOUTS[kind],
+                     "kmeans": str(Path(kmeans).resolve()), "n_clusters": self.codebook.n_clusters,
+                     "feats": str(Path(feats).resolve())}
+        centroids_sha1 = hashlib.sha1(self.codebook.centroids.tobytes()).hexdigest()
+        self.settings = {**{k: self.meta[k] for k in ("settings", "dedup", "kmeans", "feats")},
+                         "centroids_sha1": centroids_sha1}
+
+    def paths(self, rank: int, nshard: int) -> Dict[str, Path]:
+        return token_shard_paths(self.out, rank, nshard, self.hard)
+
+    def done(self, marker: Path) -> bool:
+        """A shard counts as done only for the same settings (head, τ, codebook, features)."""
+        return marker.is_file() and load_yaml(marker).get("settings") == self.settings
+
+    def dump_shard(self, rank: int, nshard: int, progress: bool = True) -> Dict[str, Any]:
+        """Write one shard (a contiguous slice of the feats.scp entries) unless it is done with these settings."""
+        paths = self.paths(rank, nshard)
+        if self.done(paths["done"]):
+            logger.info("token shard %d/%d already done: %s", rank, nshard, paths["done"])
+            return load_yaml(paths["done"])
+        start, end = shard_slice(len(read_scp_entries(self.feats)), rank, nshard)
+        device = default_device()  # distances on the GPU when one is visible
+        items = tqdm(iter_scp(self.feats, start, end), total=end - start, disable=not progress, unit="utt",
+                     desc=f"tokens ({self.head_fn.settings()}) shard {rank}/{nshard}")
+        n_utts = n_frames = 0
+        with logging_redirect_tqdm():
+            if self.hard:
+                with atomic_path(paths["txt"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                    for key, mat in items:
+                        ids = self.head_fn(_as_tensor(mat, key, self.codebook, device)).ids.cpu().numpy()
+                        ids = dedup(ids) if self.dedup else ids
+                        f.write(key + " " + " ".join(map(str, ids.tolist())) + "\n")
+                        n_utts, n_frames = n_utts + 1, n_frames + len(mat)
+            else:
+                with ArkScpWriter(paths["ark"], paths["scp"]) as writer:
+                    for key, mat in items:
+                        tokens = self.head_fn(_as_tensor(mat, key, self.codebook, device))
+                        matrix = {"topk": topk_matrix, "probs": lambda t: t.probs.cpu().numpy(),
+                                  "feats": lambda t: t.feats.cpu().numpy()}[tokens.kind](tokens)
+                        writer.write(key, matrix)
+                        n_utts, n_frames = n_utts + 1, n_frames + len(mat)
+        stats = {"rank": rank, "nshard": nshard, "utts": n_utts, "frames": n_frames, "settings": self.settings}
+        save_yaml(paths["done"], stats)
+        return stats
+
+    def merge(self, nshard: int, strict: bool = False) -> Optional[Path]:
+        """Concatenate the shards into ``tokens.txt`` / ``tokens.scp`` + ``tokens.yaml`` once all are done.
+
+        Returns None while a shard is missing, or raises when ``strict`` (``--merge N``).
+        """
+        shards = [self.paths(r, nshard) for r in range(nshard)]
+        if strict:
+            require_done([p["done"] for p in shards], self.done)
+        if not all(self.done(p["done"]) for p in shards):
+            return None
+        output = self.out / ("tokens.txt" if self.hard else "tokens.scp")
+        text = "".join(p["txt" if self.hard else "scp"].read_text(encoding="utf-8") for p in shards)
+        atomic_write_text(output, text)
+        n_utts = sum(load_yaml(p["done"])["utts"] for p in shards)
+        save_yaml(self.out / "tokens.yaml", {**self.meta, "num_utts": n_utts, "nshard": nshard})
+        return output
+
+
+def _token_worker(args: Tuple) -> Dict[str, Any]:
+    job_args, rank, nshard = args
+    torch.set_num_threads(1)
+    return TokenJob(*job_args).dump_shard(rank, nshard)
+
+
 def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optional[float] = None,
                     top_k: Optional[int] = None, dedup_ids: bool = False,
-                    head_conf: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write tokens of every utterance: ``tokens.txt`` (hard) or ``tokens.{ark,scp}`` (soft/continuous)."""
+                    head_conf: Optional[Dict[str, Any]] = None, nj: int = 1, shard: Optional[str] = None,
+                    merge: Optional[int] = None) -> Dict[str, Any]:
+    """Write tokens of every utterance: ``tokens.txt`` (hard) or ``tokens.scp`` (soft/continuous).
+
+    Sharded like dump-features: ``nj`` local processes, one ``shard`` (i/N) of an array job, or
+    ``merge`` N finished shards; shards done with the same settings are skipped on a re-run.
+    """
     t0 = time.perf_counter()
-    codebook = Codebook.load(kmeans)
-    codebook.check_spec(feature_spec_of(feats), source=str(feats))
     conf = {**(head_conf or {}), **{k: v for k, v in {"tau": tau, "top_k": top_k}.items() if v is not None}}
-    the_head = build_head(head, codebook, **conf)
-    device = default_device()  # distances on the GPU when one is visible
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    n_utts = n_frames = 0
-    entries = read_scp_entries(feats)
-    items = tqdm(iter_scp(feats), total=len(entries), desc=f"tokens ({the_head.settings()})", unit="utt")
-    with logging_redirect_tqdm():
-        if head == "hard":
-            output = out / "tokens.txt"
-            with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                for key, mat in items:
-                    ids = the_head(_as_tensor(mat, key, codebook, device)).ids.cpu().numpy()
-                    ids = dedup(ids) if dedup_ids else ids
-                    f.write(key + " " + " ".join(map(str, ids.tolist())) + "\n")
-                    n_utts, n_frames = n_utts + 1, n_frames + len(mat)
-        else:
-            output = out / "tokens.scp"
-            with ArkScpWriter(out / "tokens.ark", output) as writer:
-                for key, mat in items:
-                    tokens = the_head(_as_tensor(mat, key, codebook, device))
-                    matrix = {"topk": topk_matrix, "probs": lambda t: t.probs.cpu().numpy(),
-                              "feats": lambda t: t.feats.cpu().numpy()}[tokens.kind](tokens)
-                    writer.write(key, matrix)
-                    n_utts, n_frames = n_utts + 1, n_frames + len(mat)
-    layout = {"hard": "text: utt id id ...", "probs": "ark float32 (T, K) probabilities",
-              "topk": "ark float32 (T, 2k): [:, :k] ids (exact integers), [:, k:] weights summing to 1",
-              "feats": "ark float32 (T, D) features"}
-    kind = "hard" if head == "hard" else {"soft": "topk" if conf.get("top_k") else "probs", "continuous": "feats"}[head]
-    save_yaml(out / "tokens.yaml", {"head": head, "settings": the_head.settings(), "tau": conf.get("tau"),
-                                    "top_k": conf.get("top_k"), "dedup": dedup_ids, "layout": layout[kind],
-                                    "kmeans": str(Path(kmeans).resolve()), "n_clusters": codebook.n_clusters,
-                                    "feats": str(Path(feats).resolve()), "num_utts": n_utts})
-    return {"utts": n_utts, "frames": n_frames, "seconds": round(time.perf_counter() - t0, 1),
-            "output": str(output)}
+    job_args = (feats, kmeans, head, out_dir, conf, dedup_ids)
+    job = TokenJob(*job_args)
+    ranks, nshard = plan_shards(len(read_scp_entries(feats)), nj, shard, merge)
+    todo = [r for r in ranks if not job.done(job.paths(r, nshard)["done"])]
+    if len(todo) > 1:
+        with mp.get_context("spawn").Pool(len(todo)) as pool:
+            pool.map(_token_worker, [(job_args, r, nshard) for r in todo])
+    else:
+        for r in todo:
+            job.dump_shard(r, nshard)
+    output = job.merge(nshard, strict=merge is not None)
+    summary: Dict[str, Any] = {"shards": nshard if merge is not None else len(ranks)}
+    if output is not None:
+        stats = [load_yaml(job.paths(r, nshard)["done"]) for r in range(nshard)]
+        summary.update(utts=sum(s["utts"] for s in stats), frames=sum(s["frames"] for s in stats))
+    summary.update(seconds=round(time.perf_counter() - t0, 1), output=str(output or job.out / "shards"))
+    return summary
 
 
 def _as_tensor(mat: np.ndarray, key: str, codebook: Codebook, device: str) -> torch.Tensor:

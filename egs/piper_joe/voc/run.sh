@@ -55,7 +55,7 @@ fi
 
 if run_stage 2 "dump $feature features"; then
   for set in train dev test_id test_ood; do
-    log $softtok dump-features --data-dir $data/$set --feature $feature --nj $nj --out-dir $feats/$set
+    run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature --out-dir $feats/$set
   done
   mark_done 2
 fi

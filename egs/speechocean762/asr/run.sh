@@ -61,7 +61,7 @@ fi
 
 if run_stage 3 "dump $feature features"; then
   for set in $feat_sets; do
-    log $softtok dump-features --data-dir $data/$set --feature $feature --nj $nj --out-dir $feats/$set
+    run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature --out-dir $feats/$set
   done
   mark_done 3
 fi

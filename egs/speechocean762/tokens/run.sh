@@ -14,14 +14,14 @@ backend=faiss
 portion=1.0
 soft_tau=5                              # soft top-k tokens written for the test set
 top_k=8
-nj=2
+nj=2                                    # shards: local processes, or Slurm array tasks with --cmd slurm
 data=data                               # data dirs are written here
 dump=dump                               # features are written here
 exp_dir=exp
 . ../../tools/stage.sh "$@"
 
 softtok=${SOFTTOK:-softtok}
-feat_opts=(--feature "$feature" --nj "$nj")
+feat_opts=(--feature "$feature")
 [ -n "$checkpoint" ] && feat_opts+=(--checkpoint "$checkpoint")
 [ -n "$layer" ] && feat_opts+=(--layer "$layer")
 feats=$dump/$feature${layer:+_l$layer}
@@ -33,7 +33,7 @@ if run_stage 1 "prepare data dirs"; then
 fi
 if run_stage 2 "dump $feature features"; then
   for set in train test; do
-    $softtok dump-features --data-dir "$data/$set" "${feat_opts[@]}" --out-dir $feats/$set
+    run_sharded dump_${feature}_$set $softtok dump-features --data-dir "$data/$set" "${feat_opts[@]}" --out-dir $feats/$set
   done
   mark_done 2
 fi
@@ -44,10 +44,10 @@ if run_stage 3 "learn k-means K=$n_clusters"; then
 fi
 if run_stage 4 "dump hard and soft tokens"; then
   for set in train test; do
-    $softtok dump-tokens --feats $feats/$set/feats.scp --kmeans "$km" --head hard \
+    run_sharded tokens_hard_$set $softtok dump-tokens --feats $feats/$set/feats.scp --kmeans "$km" --head hard \
       --out-dir $exp_dir/tokens_k${n_clusters}/hard/$set
   done
-  $softtok dump-tokens --feats $feats/test/feats.scp --kmeans "$km" --head soft --tau "$soft_tau" \
+  run_sharded tokens_soft_test $softtok dump-tokens --feats $feats/test/feats.scp --kmeans "$km" --head soft --tau "$soft_tau" \
     --top-k "$top_k" --out-dir $exp_dir/tokens_k${n_clusters}/soft_tau${soft_tau}_topk${top_k}/test
   mark_done 4
 fi
