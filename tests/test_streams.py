@@ -262,3 +262,34 @@ def test_dmel_asr_trains_and_soft_binning_at_zero_tau_is_hard(tmp_path):
     decode(str(tmp_path / "exp"), feats, str(tmp_path / "hard"), text, "hard", device="cpu")
     decode(str(tmp_path / "exp"), feats, str(tmp_path / "tiny"), text, "soft", {"tau": 1e-12}, device="cpu")
     assert (tmp_path / "hard" / "hyp").read_text() == (tmp_path / "tiny" / "hyp").read_text()
+
+
+# ---------------------------------------------------------------- multi-layer dump
+
+
+def test_dump_several_layers_one_folder_each(tmp_path, tone_dir):
+    transformers = pytest.importorskip("transformers")
+    from softtok.cli import build_parser
+    from softtok.tokenizers.dump_features import dump_features
+    from softtok.tokenizers.fileio import load_scp_dict, load_yaml
+
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                       conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
+                                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(config).eval().save_pretrained(tmp_path / "hubert")
+    args = build_parser().parse_args(["dump-features", "--data-dir", str(tone_dir), "--feature", "hubert",
+                                      "--layer", "1,2", "--out-dir", "x"])
+    assert args.layer == [1, 2]
+    out = dump_features(str(tone_dir), "hubert", str(tmp_path / "l{layer}" / "train"), checkpoint=str(tmp_path / "hubert"),
+                        layer=[1, 2])
+    assert out["output"] == f"{tmp_path}/l1/train/feats.scp,{tmp_path}/l2/train/feats.scp"
+    alone = dump_features(str(tone_dir), "hubert", str(tmp_path / "alone"), checkpoint=str(tmp_path / "hubert"), layer=[2])
+    assert [load_yaml(tmp_path / f"l{n}" / "train" / "feats.yaml")["layer"] for n in (1, 2)] == [1, 2]
+    two, ref = load_scp_dict(split_list(out["output"])[1]), load_scp_dict(alone["output"])
+    one = load_scp_dict(split_list(out["output"])[0])
+    assert set(two) == set(ref) == {"utt_a", "utt_b", "utt_c"}
+    assert all(np.array_equal(two[u], ref[u]) and not np.allclose(one[u], ref[u]) for u in ref)
+    default = dump_features(str(tone_dir), "hubert", str(tmp_path / "d"), checkpoint=str(tmp_path / "hubert"),
+                            layer=[2, 1])
+    assert default["output"] == f"{tmp_path}/d/layer2/feats.scp,{tmp_path}/d/layer1/feats.scp"
