@@ -293,3 +293,25 @@ def test_dump_several_layers_one_folder_each(tmp_path, tone_dir):
     default = dump_features(str(tone_dir), "hubert", str(tmp_path / "d"), checkpoint=str(tmp_path / "hubert"),
                             layer=[2, 1])
     assert default["output"] == f"{tmp_path}/d/layer2/feats.scp,{tmp_path}/d/layer1/feats.scp"
+
+
+def test_stacked_lookup_equals_the_per_stream_loop():
+    """The one-op path (ids, probs, top-k) against Σ_s of each stream's own TokenEmbedding."""
+    torch.manual_seed(2)
+    emb = StreamEmbedding([5, 3, 4], 6)
+    gen = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, k, (2, 7), generator=gen) for k in (5, 3, 4)]
+    probs = [torch.softmax(torch.randn(2, 7, k, generator=gen), -1) for k in (5, 3, 4)]
+    top = [p.topk(2, dim=-1) for p in probs]
+    forms = [[TokenInput("ids", ids=i) for i in ids], [TokenInput("probs", probs=p) for p in probs],
+             [TokenInput("topk", ids=t.indices, weights=t.values) for t in top]]
+    for parts in forms:
+        loop = sum(e(p) for e, p in zip(emb.streams, parts))
+        assert torch.allclose(emb(StreamTokenInput(parts)), loop, atol=1e-6)
+    loss = emb(StreamTokenInput(forms[0])).sum()
+    loss.backward()
+    assert all(e.table.weight.grad is not None and e.table.weight.grad.abs().sum() > 0 for e in emb.streams)
+    with pytest.raises(ValueError, match="stream 2: token ids outside"):
+        emb(StreamTokenInput([TokenInput("ids", ids=i) for i in (ids[0], ids[0], ids[2])]))
+    with pytest.raises(ValueError, match="stream 1: soft probabilities over 3 tokens, model has K=5"):
+        emb(StreamTokenInput([TokenInput("probs", probs=p) for p in (probs[1], probs[1], probs[2])]))

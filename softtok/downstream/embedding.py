@@ -121,13 +121,41 @@ class StreamEmbedding(nn.Module):
 
     def forward(self, tokens: StreamTokenInput) -> torch.Tensor:
         if not isinstance(tokens, StreamTokenInput):
-            raise ValueError(f"a {len(self.streams)}-stream embedding needs a StreamTokenInput, got {type(tokens).__name__}")
+            raise ValueError(f"a {len(self.streams)}-stream embedding needs a StreamTokenInput, "
+                             f"got {type(tokens).__name__}")
         if len(tokens.parts) != len(self.streams):
             raise ValueError(f"{len(tokens.parts)} token streams for a model of {len(self.streams)} streams")
-        out = self.streams[0](tokens.parts[0])
-        for emb, part in zip(self.streams[1:], tokens.parts[1:]):
-            out = out + emb(part)
-        return out
+        if tokens.kind == "feats" or self.kind == "continuous":
+            out = self.streams[0](tokens.parts[0])
+            for emb, part in zip(self.streams[1:], tokens.parts[1:]):
+                out = out + emb(part)
+            return out
+        return self._stacked(tokens)
+
+    def _stacked(self, tokens: StreamTokenInput) -> torch.Tensor:
+        """Σ_s E_s(x_s) in one op over the stacked tables (ΣK, d): 80 dMel streams cost one lookup, not 80."""
+        weight = torch.cat([e.table.weight for e in self.streams])
+        parts, sizes = tokens.parts, self.n_tokens
+        offsets = [sum(sizes[:s]) for s in range(len(sizes))]
+        if tokens.kind == "probs":
+            for s, (p, k) in enumerate(zip(parts, sizes)):
+                if p.probs.shape[-1] != k:
+                    raise ValueError(f"stream {s + 1}: soft probabilities over {p.probs.shape[-1]} tokens, "
+                                     f"model has K={k}")
+            return torch.cat([p.probs for p in parts], dim=-1).to(weight.dtype) @ weight
+        for s, (p, k) in enumerate(zip(parts, sizes)):
+            if p.ids.numel() and (int(p.ids.max()) >= k or int(p.ids.min()) < 0):
+                raise ValueError(f"stream {s + 1}: token ids outside [0, K={k})")
+        if tokens.kind == "ids":
+            ids = torch.stack([p.ids + off for p, off in zip(parts, offsets)], dim=-1)
+            weights = None
+        else:  # topk
+            ids = torch.cat([p.ids + off for p, off in zip(parts, offsets)], dim=-1)
+            weights = torch.cat([p.weights for p in parts], dim=-1).to(weight.dtype)
+        flat = ids.reshape(-1, ids.shape[-1])
+        out = nn.functional.embedding_bag(flat, weight, mode="sum",
+                                          per_sample_weights=None if weights is None else weights.reshape(flat.shape))
+        return out.reshape(*ids.shape[:-1], self.dim)
 
 
 def build_token_embedding(n_tokens: Union[int, Sequence[int], None], dim: int,
