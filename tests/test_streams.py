@@ -315,3 +315,32 @@ def test_stacked_lookup_equals_the_per_stream_loop():
         emb(StreamTokenInput([TokenInput("ids", ids=i) for i in (ids[0], ids[0], ids[2])]))
     with pytest.raises(ValueError, match="stream 1: soft probabilities over 3 tokens, model has K=5"):
         emb(StreamTokenInput([TokenInput("probs", probs=p) for p in (probs[1], probs[1], probs[2])]))
+
+
+def test_recipe_tau_sweep_and_decode_sets_give_one_tau_per_stream(two_stream, tmp_path):
+    import os
+    import shutil
+
+    from softtok.recipes.asr import decode_sets, sweep_tau
+
+    root, feats, kms, args = two_stream
+    exp = tmp_path / "hard"
+    shutil.copytree(root / "hard", exp)
+    dumps = []
+    for i, scp in enumerate(split_list(feats)):
+        (tmp_path / f"l{i}").mkdir()
+        os.symlink(Path(scp).parent, tmp_path / f"l{i}" / "dev")
+        dumps.append(str(tmp_path / f"l{i}"))
+    (tmp_path / "data" / "dev").mkdir(parents=True)
+    shutil.copy(args[2], tmp_path / "data" / "dev" / "text")
+    best = sweep_tau(str(exp), feats, args[2], factors=[0.01, 0.1])
+    sweep = yaml.safe_load((exp / "tau_sweep.yaml").read_text())
+    scales = sweep["median_sqdist"]
+    assert isinstance(scales, list) and len(scales) == 2 and scales[0] != scales[1]
+    assert sweep["sweep"][1]["tau"] == [float(f"{0.1 * s:.4g}") for s in scales]
+    assert best["tau"] in [r["tau"] for r in sweep["sweep"]]
+    tag = "-".join(f"{t:g}" for t in best["tau"])
+    assert (exp / f"decode_soft_tau{tag}_greedy" / "dev" / "wer.txt").is_file()
+    assert decode_sets(str(exp), ",".join(dumps), str(tmp_path / "data"), ["dev"]) == {"decoded": 0, "sets": 1}
+    shutil.rmtree(exp / "decode_hard_greedy")
+    assert decode_sets(str(exp), ",".join(dumps), str(tmp_path / "data"), ["dev"]) == {"decoded": 1, "sets": 1}
