@@ -145,7 +145,7 @@ def test_dmel_bins_and_soft_binning():
     own = learn_dmel(x, 3, per_channel_range=True)
     assert np.allclose(own.centroids[:, 1], [0.5, 1.75, 3.0])
     head = build_input_head("hard", [cb], [2])
-    assert isinstance(head, MultiStreamHead) and len(head.heads) == 2
+    assert isinstance(head, MultiStreamHead) and len(head(torch.zeros(3, 2)).parts) == 2
     frames = torch.tensor([[0.4, 2.6], [2.9, 1.4]])
     ids = head(frames)
     assert ids.parts[0].ids.tolist() == [0, 3] and ids.parts[1].ids.tolist() == [3, 1]  # nearest bin per channel
@@ -156,6 +156,21 @@ def test_dmel_bins_and_soft_binning():
     assert [p.probs.argmax(1).tolist() for p in cold.parts] == [[0, 3], [3, 1]]
     with pytest.raises(ValueError, match="at least 2 bins"):
         learn_dmel(x, 1)
+
+
+def test_vectorised_channel_head_equals_one_head_per_channel():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 12, generator=gen) * 3
+    cb = learn_dmel(x.numpy(), 16, per_channel_range=True)
+    parts = expand_codebook(cb)
+    for name, conf in (("hard", {}), ("soft", {"tau": 0.3})):
+        fast = build_stream_head(name, [cb], [12], **conf)(x).parts
+        slow = [build_head(name, p, **conf)(x[:, c:c + 1]) for c, p in enumerate(parts)]
+        for f, s in zip(fast, slow):
+            assert (torch.equal(f.ids, s.ids) if name == "hard" else torch.allclose(f.probs, s.probs, atol=1e-5))
+    top = build_stream_head("soft", [cb], [12], tau=0.3, top_k=2)(x).parts  # top-k: one head per channel
+    assert len(top) == 12 and top[5].ids.shape == (40, 2)
+    assert torch.equal(top[5].ids[:, 0], build_head("hard", parts[5])(x[:, 5:6]).ids)
 
 
 def test_dmel_codebook_file_roundtrip_and_single_stream_refusal(tmp_path):

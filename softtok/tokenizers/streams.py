@@ -91,10 +91,33 @@ def tau_tag(tau: float | Sequence[float]) -> str:
     return "-".join(format_number(float(t)) for t in taus)
 
 
-class MultiStreamHead(Head):
-    """One head per stream over consecutive feature columns: (T, Σ D_s) → :class:`StreamTokenInput`."""
+class ChannelHead:
+    """Hard or dense soft tokens of every channel of a per-channel codebook in one op: (T, C) → C TokenInputs.
 
-    def __init__(self, heads: List[Head], dims: List[int], codebooks: List[Optional[Codebook]],
+    The same ids and probabilities as one head per channel (d² computed directly as (x − v)²), without C calls.
+    """
+
+    def __init__(self, codebook: Codebook, name: str, tau: Optional[float] = None):
+        self.codebook, self.name, self.tau = codebook, name, tau
+        self.needs_codebook = True
+
+    def __call__(self, x: torch.Tensor) -> List[TokenInput]:
+        self.codebook.check_features(x)
+        centres = torch.from_numpy(self.codebook.centroids).to(x.device)  # (K, C)
+        d2 = (x.float()[:, :, None] - centres.T[None]) ** 2  # (T, C, K)
+        if self.name == "hard":
+            return [TokenInput("ids", ids=ids) for ids in d2.argmin(dim=2).unbind(1)]
+        probs = torch.softmax(-(d2 - d2.min(dim=2, keepdim=True).values) / self.tau, dim=2)
+        return [TokenInput("probs", probs=p) for p in probs.unbind(1)]
+
+
+class MultiStreamHead(Head):
+    """One head per source over consecutive feature columns: (T, Σ D_i) → :class:`StreamTokenInput`.
+
+    A source head gives one TokenInput (a plain codebook) or one per channel (:class:`ChannelHead`).
+    """
+
+    def __init__(self, heads: List[Any], dims: List[int], codebooks: List[Optional[Codebook]],
                  tau: Optional[List[float]] = None, top_k: Optional[int] = None):
         self.heads, self.dims, self.codebooks = heads, dims, codebooks
         self.name, self.needs_codebook = heads[0].name, heads[0].needs_codebook
@@ -102,9 +125,13 @@ class MultiStreamHead(Head):
 
     def __call__(self, feats: torch.Tensor) -> StreamTokenInput:
         if feats.ndim != 2 or feats.shape[1] != sum(self.dims):
-            raise ValueError(f"{len(self.dims)}-stream head: features of shape {tuple(feats.shape)}, "
+            raise ValueError(f"{len(self.dims)}-source head: features of shape {tuple(feats.shape)}, "
                              f"expected (T, {sum(self.dims)})")
-        return StreamTokenInput([h(x) for h, x in zip(self.heads, torch.split(feats, self.dims, dim=1))])
+        parts: List[TokenInput] = []
+        for head, x in zip(self.heads, torch.split(feats, self.dims, dim=1)):
+            out = head(x)
+            parts += out if isinstance(out, list) else [out]
+        return StreamTokenInput(parts)
 
     def settings(self) -> str:
         if self.name != "soft":
@@ -122,20 +149,32 @@ def build_stream_head(name: str, codebooks: Optional[Sequence[Codebook]], source
     if codebooks is not None and len(codebooks) != n:
         raise ValueError(f"{len(codebooks)} codebooks (--kmeans) for {n} feature streams (--feats)")
     taus = per_source(tau, n, "tau")
-    heads: List[Head] = []
-    dims: List[int] = []
+    heads: List[Any] = []
     stream_codebooks: List[Optional[Codebook]] = []
     for i, dim in enumerate(source_dims):
         cb = codebooks[i] if codebooks is not None and name != "continuous" else None
         if cb is not None and cb.dim != dim:
             raise ValueError(f"stream {i + 1}: codebook {cb.meta.get('path', '')} has dim {cb.dim}, features {dim}")
         parts = expand_codebook(cb) if cb is not None else [None]
-        for part in parts:
-            heads.append(build_head(name, part, **{"tau": taus[i], "top_k": top_k, **conf}))
-            dims.append(part.dim if part is not None else dim)
-            stream_codebooks.append(part)
-    return MultiStreamHead(heads, dims, stream_codebooks, [float(t) for t in taus] if name == "soft" else None,
-                           top_k)
+        stream_heads = [build_head(name, part, **{"tau": taus[i], "top_k": top_k, **conf}) for part in parts]
+        vectorised = is_per_channel(cb) and not top_k and not conf
+        heads.append(ChannelHead(cb, name, taus[i]) if vectorised else _SourceHeads(stream_heads, len(parts)))
+        stream_codebooks += parts
+    return MultiStreamHead(heads, list(source_dims), stream_codebooks,
+                           [float(t) for t in taus] if name == "soft" else None, top_k)
+
+
+class _SourceHeads:
+    """The heads of one source's streams, each on its own columns (one column each for a per-channel codebook)."""
+
+    def __init__(self, heads: List[Head], n: int):
+        self.heads, self.name, self.needs_codebook = heads, heads[0].name, heads[0].needs_codebook
+        self.n = n
+
+    def __call__(self, x: torch.Tensor) -> List[TokenInput]:
+        if self.n == 1:
+            return [self.heads[0](x)]
+        return [h(c) for h, c in zip(self.heads, x.split(1, dim=1))]
 
 
 def build_input_head(name: str, codebooks: Optional[Sequence[Codebook]], source_dims: Sequence[int],
