@@ -19,7 +19,9 @@ def _add_dump_features(sub) -> None:
     p.add_argument("--data-dir", required=True, help="Kaldi data dir with wav.scp (+ segments)")
     p.add_argument("--feature", required=True, help="mfcc | fbank | hubert | wavlm | wav2vec2 | whisper")
     p.add_argument("--checkpoint", help="model checkpoint (fairseq .pt, HF dir, CTranslate2 dir)")
-    p.add_argument("--layer", type=int, help="transformer layer (1-based) for SSL features")
+    p.add_argument("--layer", type=layer_list,
+                   help="transformer layer (1-based) for SSL features; several (9,15,21,22): one feature folder "
+                        "per layer, OUT_DIR with {layer} filled in, or OUT_DIR/layer<N>")
     p.add_argument("--feature-conf", type=yaml_mapping, default={}, help="extra featurizer options (YAML)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
@@ -41,6 +43,15 @@ def _run_dump_features(args) -> Dict:
                          batch_size=args.batch_size, merge=args.merge, **kwargs)
 
 
+def layer_list(text: str) -> List[int]:
+    """argparse type for ``--layer 9`` or ``--layer 9,15,21,22``."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or a comma list like 9,15,21,22, got {text!r}") \
+            from None
+
+
 def _add_learn_kmeans(sub) -> None:
     p = sub.add_parser("learn-kmeans", help="features -> k-means codebook (.npy + .yaml)",
                        description="Learn K centroids from a feats.scp with faiss or sklearn.")
@@ -60,6 +71,26 @@ def _run_learn_kmeans(args) -> Dict:
 
     return run_learn_kmeans(args.feats, args.n_clusters, args.backend, args.out, portion=args.portion,
                             seed=args.seed, **args.kmeans_conf)
+
+
+def _add_learn_dmel(sub) -> None:
+    p = sub.add_parser("learn-dmel", help="log-mel features -> dMel codebook (bins per channel, .npy + .yaml)",
+                       description="dMel (Bai et al., 2024): each log-mel channel quantised to N_BINS values evenly "
+                                   "spaced between the training data's min and max; one stream per channel.")
+    p.add_argument("--feats", required=True, help="feats.scp of log-mel features (fbank)")
+    p.add_argument("--n-bins", type=int, required=True, help="bins per channel (2^bits, e.g. 16)")
+    p.add_argument("--per-channel-range", action="store_true", help="each channel's own min/max (default: global)")
+    p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to take min/max over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output bin centres .npy (K, C) (a .yaml is written beside it)")
+    p.set_defaults(func=_run_learn_dmel)
+
+
+def _run_learn_dmel(args) -> Dict:
+    from softtok.tokenizers.dmel import run_learn_dmel
+
+    return run_learn_dmel(args.feats, args.n_bins, args.out, portion=args.portion, seed=args.seed,
+                          per_channel_range=args.per_channel_range)
 
 
 def _add_dump_tokens(sub) -> None:
@@ -126,7 +157,8 @@ def _run_subset_data(args) -> Dict:
     return {"utts": len(load_data_dir(out)), "output": str(out)}
 
 
-SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_dump_tokens]
+SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_learn_dmel,
+                               _add_dump_tokens]
 
 
 def build_parser() -> argparse.ArgumentParser:

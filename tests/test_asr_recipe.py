@@ -36,6 +36,42 @@ def smoke(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def smoke_dmel(smoke) -> Path:
+    """The recipe with --tokenizer dmel from stage 3 on the k-means run's data sets (stages 1-2 do not depend on the
+    tokenizer): fbank features, dMel codebook, ASR on hard bins, τ sweep, decoding, results."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    argv = [str(RECIPE), "--smoke", "true", "--tokenizer", "dmel", "--stage", "3", "--data", str(smoke / "data"),
+            "--dump", str(smoke / "dump"), "--exp_dir", str(smoke / "exp_dmel"),
+            "--results_dir", str(smoke / "results_dmel")]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return smoke
+
+
+def check_dmel_smoke(root: Path) -> None:
+    """What a dMel smoke run leaves: a (16, 80) bin codebook, an 80-stream model, hard/soft/continuous results."""
+    codebook = load_yaml(root / "exp_dmel" / "kmeans" / "dmel_fbank_k16.yaml")
+    assert codebook["kind"] == "dmel" and codebook["per_channel"] and (codebook["n_clusters"], codebook["dim"]) == (16, 80)
+    config = load_yaml(root / "exp_dmel" / "asr_hard_k16" / "config.yaml")
+    assert config["n_tokens"] == [16] * 80 and config["kmeans"].endswith("dmel_fbank_k16.npy")
+    results = json.loads((root / "results_dmel" / "results.json").read_text())
+    assert list(results["K"]) == ["16"]
+    for name in ("dev", "test", "test_noisy_0db", "fsdd", "fsdd_nonus"):
+        entry = results["K"]["16"][name]
+        assert set(entry) >= {"hard", "soft", "continuous", "soft_vs_hard"} and entry["hard"]["wer"] >= 0
+    tau = results["K"]["16"]["_tau_sweep"]["best"]["tau"]
+    assert isinstance(tau, float) and tau > 0  # one τ for the 80 channels of one codebook
+    assert (root / "exp_dmel" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "fsdd" / "wer.txt").is_file()
+    assert "learn-dmel" in (root / "results_dmel" / "RESULTS.md").read_text()
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_dmel(smoke_dmel):
+    check_dmel_smoke(smoke_dmel)
+
+
 @needs_shared
 @needs_whisper
 def test_smoke_recipe_results_layout(smoke):

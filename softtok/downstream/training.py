@@ -12,7 +12,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from softtok.downstream import distributed
 from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import split_list
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +61,34 @@ def load_codebook(kmeans: Optional[str], feats_scp: str) -> Optional[Codebook]:
     return codebook
 
 
+def load_codebooks(kmeans: Optional[str], feats: str) -> Optional[List[Codebook]]:
+    """One codebook per source of a comma list (``--kmeans a.npy,b.npy`` with ``--feats a.scp,b.scp``), each checked
+    against its own features; None without ``kmeans``. A count mismatch is an error."""
+    if not kmeans:
+        return None
+    paths, scps = split_list(kmeans), split_list(feats)
+    if len(paths) != len(scps):
+        raise ValueError(f"{len(paths)} codebooks (--kmeans {kmeans}) for {len(scps)} feature streams ({feats})")
+    return [load_codebook(p, f) for p, f in zip(paths, scps)]
+
+
 EMBED_INITS = ("random", "centroids")
 
 
-def init_embedding(embedding: torch.nn.Module, how: str, codebook: Optional[Codebook]) -> None:
-    """Config key ``embed_init``: ``random`` (nn.Embedding's N(0, 1)) or ``centroids`` (PCA of the codebook)."""
+def init_embedding(embedding: torch.nn.Module, how: str,
+                   codebook: Union[Codebook, Sequence[Optional[Codebook]], None]) -> None:
+    """Config key ``embed_init``: ``random`` (nn.Embedding's N(0, 1)) or ``centroids`` (PCA of the codebook;
+    of each stream's codebook, for a list)."""
     if how not in EMBED_INITS:
         raise ValueError(f"embed_init must be one of {EMBED_INITS}, got {how!r}")
-    if how == "centroids" and codebook is not None:  # continuous models have no table: nothing to do
+    if how != "centroids" or codebook is None:
+        return  # continuous models get no codebook: nothing to do
+    if isinstance(codebook, Codebook):
         embedding.init_from_centroids(codebook.centroids)
         logger.info("token embedding initialised from the PCA of %d centroids", codebook.n_clusters)
+    else:
+        embedding.init_from_centroids([c.centroids for c in codebook])
+        logger.info("%d token-embedding tables initialised from their codebooks' PCA", len(codebook))
 
 
 def default_device() -> str:

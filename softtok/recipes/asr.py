@@ -21,10 +21,11 @@ from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
 from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
-                                    training_summary, write_report)
+                                    tau_of, training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import SEP, is_per_channel, split_list, tau_scales, tau_tag
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,24 @@ def choose_tau(rows: Sequence[Dict[str, Any]], hard: Dict[str, float],
     return {**min(eligible, key=lambda r: (r["wer"], r["cer"])), "eligible": True}
 
 
-def _decode_name(head: str, tau: Optional[float] = None, search: str = "greedy") -> str:
-    tag = head if tau is None else f"{head}_tau{tau:g}"  # as SoftHead.settings() names it
+def _decode_name(head: str, tau: Optional[float | List[float]] = None, search: str = "greedy") -> str:
+    if tau is None:
+        tag = head
+    elif isinstance(tau, list):  # one τ per feature stream, as MultiStreamHead.settings() names it
+        tag = f"{head}_tau{tau_tag(tau)}"
+    else:
+        tag = f"{head}_tau{tau:g}"  # as SoftHead.settings() names it
     return f"decode_{tag}_{search}"
+
+
+def _tau_grid(config: Dict[str, Any], feats: str, factors: Sequence[float]):
+    """(scale, [(factor, τ)]) of a model's codebook; per-source scales and τ lists for a multi-stream model."""
+    paths = split_list(config["kmeans"])
+    if len(paths) == 1 and not is_per_channel(Codebook.load(paths[0])):
+        return tau_grid(Codebook.load(paths[0]), feats, factors)
+    scales = tau_scales([Codebook.load(p) for p in paths], split_list(feats))
+    taus = [(f, [tau_of(f, s) for s in scales]) for f in factors]
+    return (scales[0] if len(scales) == 1 else scales), [(f, t[0] if len(t) == 1 else t) for f, t in taus]
 
 
 def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
@@ -54,7 +70,7 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
     """Decode dev with the hard head and soft heads over the τ grid; pick τ* (lowest dev WER)."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
-    scale, grid = tau_grid(Codebook.load(config["kmeans"]), feats, factors)
+    scale, grid = _tau_grid(config, feats, factors)
     hard = decode(exp_dir, feats, str(exp / _decode_name("hard", None, search) / set_name), text, "hard",
                   search=search)
     rows = []
@@ -62,11 +78,11 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
         out = exp / _decode_name("soft", tau, search) / set_name
         res = decode(exp_dir, feats, str(out), text, "soft", {"tau": tau}, search=search)
         rows.append({"factor": f, "tau": tau, "wer": res["wer"], "cer": res["cer"], "seconds": res["seconds"]})
-        logger.info("τ = %.4g (%.3g × median d²): dev WER %.2f", tau, f, res["wer"])
+        logger.info("τ = %s (%.3g × median d²): dev WER %.2f", tau_tag(tau), f, res["wer"])
     best = choose_tau(rows, hard)
     if not best["eligible"]:
         logger.warning("no τ keeps dev CER within %.1f of hard's %.2f; using the smallest, τ = %g",
-                       MAX_CER_RISE, hard["cer"], best["tau"])
+                       MAX_CER_RISE, hard["cer"], tau_tag(best["tau"]))
     sweep = {"set": set_name, "median_sqdist": scale, "hard": {"wer": hard["wer"], "cer": hard["cer"]},
              "max_cer_rise": MAX_CER_RISE, "sweep": rows, "best": best}
     save_yaml(exp / "tau_sweep.yaml", sweep)
@@ -90,7 +106,8 @@ def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search:
             out = exp / _decode_name(head, tau, search) / name
             if (out / "decode.yaml").is_file():
                 continue
-            decode(exp_dir, f"{dump}/{name}/feats.scp", str(out), f"{data}/{name}/text", head,
+            feats = SEP.join(f"{d}/{name}/feats.scp" for d in split_list(dump))  # one dump folder per stream
+            decode(exp_dir, feats, str(out), f"{data}/{name}/text", head,
                    {"tau": tau} if tau else None, search=search)
             done += 1
     return {"decoded": done, "sets": len(sets)}
@@ -176,6 +193,11 @@ HEAD_TITLES = {"hard": "hard", "soft": "soft (τ*)", "continuous": "continuous",
 DIFF_TITLES = {"soft_vs_hard": "soft − hard", "soft_trained_vs_hard": "soft/soft − hard"}
 
 
+def _tau_text(tau: float | List[float]) -> str:
+    """τ (or a per-stream τ list, or per-stream scales) to 4 significant digits."""
+    return "/".join(f"{t:.4g}" for t in tau) if isinstance(tau, list) else f"{tau:.4g}"
+
+
 def _ci_text(ci: Optional[Dict[str, float]]) -> str:
     return f"{ci['delta']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]" if ci else "–"
 
@@ -193,7 +215,7 @@ def _choice_text(sweep: Dict[str, Any]) -> str:
 
 def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
     lines = ["| τ / median d² | τ | dev WER | dev CER |", "|---|---|---|---|"]
-    lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
+    lines += [f"| {r['factor']} | {_tau_text(r['tau'])} | {r['wer']:.2f} | {r['cer']:.2f} |" for r in sweep["sweep"]]
     return lines + [f"| hard | – | {sweep['hard']['wer']:.2f} | {sweep['hard']['cer']:.2f} |", ""]
 
 
@@ -216,8 +238,8 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         sweep = per_k["_tau_sweep"]
         times = per_k.get("_decode_seconds_test", {})
-        lines += ["", f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
-                  f"{sweep['median_sqdist']:.4g}), chosen on {sweep['set']}: "
+        lines += ["", f"τ* = {_tau_text(sweep['best']['tau'])} ({sweep['best']['factor']} × median squared distance "
+                  f"{_tau_text(sweep['median_sqdist'])}), chosen on {sweep['set']}: "
                   + _choice_text(sweep)]
         if "hard" in times and "soft" in times:
             lines.append(f"Decode time on test: hard {times['hard']:.1f} s, soft {times['soft']:.1f} s "
@@ -225,7 +247,7 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
         lines += ["", "Hard-token model, τ sweep on dev:", ""] + _sweep_table(sweep)
         if "_soft_trained" in per_k:
             soft = per_k["_soft_trained"]
-            lines += [f"Soft/soft model (trained at τ = {soft['train_tau']:.4g}), τ sweep on dev:", ""]
+            lines += [f"Soft/soft model (trained at τ = {_tau_text(soft['train_tau'])}), τ sweep on dev:", ""]
             lines += _sweep_table(soft["tau_sweep"])
     lines += ["## Training", "", "| model | epochs | averaged | best valid loss | valid acc | train time |",
               "|---|---|---|---|---|---|"]
@@ -260,7 +282,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--factors", type=float, nargs="+", default=list(DEFAULT_TAU_FACTORS))
     d = sub.add_parser("decode-sets", help="decode sets with hard and soft(τ*) (or continuous)")
     d.add_argument("--exp-dir", required=True)
-    d.add_argument("--dump", required=True, help="folder of <set>/feats.scp")
+    d.add_argument("--dump", required=True, help="folder of <set>/feats.scp (a comma list: one per feature stream)")
     d.add_argument("--data", required=True, help="folder of <set>/text")
     d.add_argument("--sets", nargs="+", required=True)
     d.add_argument("--search", default="greedy", choices=["greedy", "beam"])

@@ -141,9 +141,41 @@ def _worker(args: Tuple) -> Dict[str, Any]:
     return dump_shard(data, featurizer, Path(out_dir), rank, nshard, batch_size)
 
 
+def layer_dirs(out_dir: str, layers: List[int]) -> List[str]:
+    """One output folder per layer: ``out_dir`` with ``{layer}`` filled in, else ``out_dir/layer<N>``."""
+    if "{layer}" in out_dir:
+        return [out_dir.replace("{layer}", str(n)) for n in layers]
+    return [str(Path(out_dir) / f"layer{n}") for n in layers]
+
+
+def dump_layers(data_dir: str, feature: str, out_dir: str, layers: List[int], **kwargs: Any) -> Dict[str, Any]:
+    """Dump several layers, each to its own feature folder (a plain feats.scp/feats.yaml with its ``layer``).
+
+    Each layer is its own pass of the model (layers past it are never run), so k-means, heads and
+    file formats stay those of one layer; the multi-stream ASR reads the folders as a comma list.
+    """
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"--layer {layers}: a layer is given twice")
+    t0 = time.perf_counter()
+    outs = layer_dirs(out_dir, layers)
+    summaries = [dump_features(data_dir, feature, out, layer=n, **kwargs) for n, out in zip(layers, outs)]
+    return {"layers": ",".join(map(str, layers)), "seconds": round(time.perf_counter() - t0, 1),
+            "output": ",".join(s["output"] for s in summaries)}
+
+
 def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard: Optional[str] = None,
                   batch_size: int = 1, merge: Optional[int] = None, **feature_kwargs: Any) -> Dict[str, Any]:
-    """Dump features of a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done ones."""
+    """Dump features of a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done ones.
+
+    ``layer`` as a list of several layers dumps each to its own folder (:func:`dump_layers`).
+    """
+    layer = feature_kwargs.get("layer")
+    if isinstance(layer, (list, tuple)):
+        if len(layer) > 1:
+            rest = {k: v for k, v in feature_kwargs.items() if k != "layer"}
+            return dump_layers(data_dir, feature, out_dir, list(layer), nj=nj, shard=shard, batch_size=batch_size,
+                               merge=merge, **rest)
+        feature_kwargs["layer"] = layer[0]
     t0 = time.perf_counter()
     data = load_data_dir(data_dir)  # validate before any work starts
     out = Path(out_dir)

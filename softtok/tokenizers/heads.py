@@ -75,7 +75,8 @@ class HardHead(Head):
         return TokenInput("ids", ids=self.codebook.assign(feats))
 
 
-def _format_number(x: float) -> str:
+def format_number(x: float) -> str:
+    """A number as folder names write it: ``%g`` without the exponent's ``+``."""
     return f"{x:g}".replace("+", "")
 
 
@@ -128,7 +129,7 @@ class SoftHead(Head):
         return torch.from_numpy(ids).long(), torch.from_numpy(d2).clamp_min(0.0)
 
     def settings(self) -> str:
-        tag = f"soft_tau{_format_number(self.tau)}"
+        tag = f"soft_tau{format_number(self.tau)}"
         return tag + (f"_topk{self.top_k}" if self.top_k else "")
 
 
@@ -157,6 +158,9 @@ def build_head(name: str, codebook: Optional[Codebook] = None, **conf: Any) -> H
     cls = HEADS[name]
     if cls.needs_codebook and codebook is None:
         raise ValueError(f"head {name!r} needs a k-means codebook (--kmeans)")
+    if codebook is not None and codebook.meta.get("per_channel"):
+        raise ValueError(f"{codebook.meta.get('path', 'codebook')}: one 1-D codebook per channel (dMel); "
+                         "it needs the multi-stream head (softtok.tokenizers.streams)")
     conf = {k: v for k, v in conf.items() if v is not None}
     if name == "soft" and "tau" not in conf:
         raise ValueError("head 'soft' needs --tau")

@@ -9,7 +9,8 @@ stage=1
 stop_stage=8
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
-ks="128 1024"                          # k-means codebook sizes
+tokenizer=kmeans                       # kmeans | dmel (each fbank log-mel channel binned: ks = bins per channel)
+ks="128 1024"                          # k-means codebook sizes (dmel: bins per channel, e.g. 16 = 4 bits)
 km_portion=0.34                        # k-means on a third of train_sp (~ the size of unperturbed train)
 train_conf=conf/train_cpu.yaml
 tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
@@ -20,13 +21,19 @@ train_nj=3                             # ASR trainings at once, each with nproc/
 smoke=false                            # tiny subsets and model: every stage in about two minutes
 data=data
 dump=dump
-exp_dir=exp
-results_dir=.
+exp_dir=                               # default: exp (exp_dmel with --tokenizer dmel)
+results_dir=                           # default: . (results_dmel with --tokenizer dmel)
 . ../../tools/stage.sh "$@"
 
 if [ "$smoke" = true ]; then
   ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"
 fi
+[ "$tokenizer" = kmeans ] || [ "$tokenizer" = dmel ] || { echo "$0: --tokenizer must be kmeans or dmel" >&2; exit 1; }
+if [ "$tokenizer" = dmel ]; then  # dMel bins the 80 fbank log-mel channels; its own exp and results folders
+  feature=fbank; exp_dir=${exp_dir:-exp_dmel}; results_dir=${results_dir:-results_dmel}; [ "$smoke" = true ] && ks=16
+fi
+exp_dir=${exp_dir:-exp}; results_dir=${results_dir:-.}
+codebook() { echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; }
 discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
@@ -66,10 +73,14 @@ if run_stage 3 "dump $feature features"; then
   mark_done 3
 fi
 
-if run_stage 4 "learn k-means (K = $ks)"; then
+if run_stage 4 "learn $tokenizer codebooks (K = $ks)"; then
   for k in $ks; do
-    log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss --portion $km_portion \
-      --out $exp_dir/kmeans/${feature}_k$k.npy
+    if [ "$tokenizer" = dmel ]; then
+      log $softtok learn-dmel --feats $feats/train_sp/feats.scp --n-bins $k --portion $km_portion --out "$(codebook $k)"
+    else
+      log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss --portion $km_portion \
+        --out "$(codebook $k)"
+    fi
   done
   mark_done 4
 fi
@@ -83,8 +94,8 @@ train() {  # train EXP HEAD [--kmeans KM]: in the background, train_nj at once (
 }
 if run_stage 5 "train ASR on hard tokens, continuous features (and soft/soft if soft_train_factor is set)"; then
   for k in $ks; do
-    train asr_hard_k$k hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy
-    [ -z "$soft_train_factor" ] || train asr_soft_k$k soft --kmeans $exp_dir/kmeans/${feature}_k$k.npy \
+    train asr_hard_k$k hard --kmeans "$(codebook $k)"
+    [ -z "$soft_train_factor" ] || train asr_soft_k$k soft --kmeans "$(codebook $k)" \
       --tau-factor "$soft_train_factor"
   done
   train asr_continuous continuous

@@ -1,7 +1,9 @@
 """ASR data: features (feats.scp) through a head into TokenInputs, paired with character targets.
 
 Heads run on the fly, so one set of dumped features serves hard, soft and continuous
-inputs alike. Batches are built from length-sorted utterances under a frame budget.
+inputs alike. Batches are built from length-sorted utterances under a frame budget. Several feats.scp
+(a comma list, e.g. one per SSL layer) are stacked frame by frame into one matrix per utterance; a
+multi-stream head splits it again (``source_dims``).
 """
 
 from __future__ import annotations
@@ -16,16 +18,31 @@ from softtok.downstream.embedding import pad_token_inputs
 from softtok.downstream.scoring import normalize_text
 from softtok.tokenizers.fileio import load_scp_dict
 from softtok.tokenizers.heads import Head, TokenInput
+from softtok.tokenizers.streams import StreamTokenInput, split_list, stack_sources
 from softtok.downstream.asr.model import IGNORE_ID, CharTokenizer
 
-Batch = Tuple[List[str], TokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
+Batch = Tuple[List[str], TokenInput | StreamTokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def load_sources(feats_scp: str) -> Tuple[Dict[str, np.ndarray], List[int]]:
+    """Features of every utterance of one feats.scp or a comma list of them (stacked), and each source's dim."""
+    names = split_list(feats_scp)
+    sources = [{k: np.array(v, dtype=np.float32) for k, v in load_scp_dict(p).items()} for p in names]
+    for name, src in zip(names[1:], sources[1:]):
+        missing = [u for u in sources[0] if u not in src]
+        if missing or len(src) != len(sources[0]):
+            raise ValueError(f"{name}: utterances differ from {names[0]} ({len(src)} vs {len(sources[0])}"
+                             + (f", {missing[0]!r} missing)" if missing else ")"))
+    dims = [next(iter(src.values())).shape[1] for src in sources]
+    feats = {u: stack_sources([src[u] for src in sources], names, u) for u in sources[0]}
+    return feats, dims
 
 
 class TokenASRData:
     """Utterances of one set held in memory: features, optional normalised text."""
 
     def __init__(self, feats_scp: str, text: Optional[Dict[str, str]] = None, max_frames: Optional[int] = None):
-        self.feats = {k: np.array(v, dtype=np.float32) for k, v in load_scp_dict(feats_scp).items()}
+        self.feats, self.source_dims = load_sources(feats_scp)
         if text is not None:
             missing = [u for u in self.feats if u not in text]
             if missing:

@@ -27,12 +27,20 @@ from softtok.downstream.training import default_device
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
-from softtok.tokenizers.heads import build_head
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import build_input_head, split_list
 
 logger = logging.getLogger(__name__)
 SEARCHES = ("greedy", "beam")
+
+
+def model_source_dims(config: Dict[str, Any], codebooks: Optional[List[Codebook]]) -> List[int]:
+    """The feature dim of each source a trained model reads (its codebooks', or its continuous input sizes)."""
+    if codebooks:
+        return [cb.dim for cb in codebooks]
+    feat_dim = config.get("feat_dim")
+    return list(feat_dim) if isinstance(feat_dim, list) else [feat_dim]
 
 
 class TokenASRInference:
@@ -49,11 +57,22 @@ class TokenASRInference:
         if discrete == (head == "continuous"):
             raise ValueError(f"head {head!r} does not fit a {'discrete' if discrete else 'continuous'} model "
                              f"({exp_dir})")
-        self.codebook = Codebook.load(self.config["kmeans"]) if self.config.get("kmeans") else None
-        self.head = build_head(head, self.codebook, **(head_conf or {}))
+        kmeans = self.config.get("kmeans")
+        self.codebooks = [Codebook.load(p) for p in split_list(kmeans)] if kmeans else None
+        self.codebook = self.codebooks[0] if self.codebooks else None
+        self.source_dims = model_source_dims(self.config, self.codebooks)
+        self.head = build_input_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
         self.search, self.beam_size = search, beam_size
         self.ctc_weight = self.config["model"].get("ctc_weight", 0.3) if ctc_weight is None else ctc_weight
         self._beam = self._build_beam_search() if search == "beam" else None
+
+    def check_features(self, feats: str) -> None:
+        """Refuse a feats.scp (comma list) whose stream count or feature specs differ from the model's."""
+        scps = split_list(feats)
+        if len(scps) != len(self.source_dims):
+            raise ValueError(f"the model reads {len(self.source_dims)} feature streams, --feats gives {len(scps)}")
+        for codebook, scp in zip(self.codebooks or [], scps):
+            codebook.check_spec(feature_spec_of(scp), source=scp)
 
     def _build_beam_search(self):
         from espnet.nets.batch_beam_search import BatchBeamSearch
@@ -95,8 +114,7 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
     """Decode one set and score it when ``text`` is given; writes ``out_dir``."""
     inference = TokenASRInference(exp_dir, head, head_conf, search, beam_size, ctc_weight,
                                   device=device or default_device())
-    if inference.codebook is not None:
-        inference.codebook.check_spec(feature_spec_of(feats), source=feats)
+    inference.check_features(feats)
     data = TokenASRData(feats)
     groups = data.batches(batch_frames) if search == "greedy" else [[u] for u in data.utts]
     t0 = time.perf_counter()

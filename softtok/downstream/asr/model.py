@@ -2,7 +2,8 @@
 
 The same class serves every condition: a discrete model (K-token table) is trained on
 hard ids and decoded with hard, soft or top-k inputs; the ``continuous`` baseline swaps
-the table for a linear layer over the features.
+the table for a linear layer over the features. List sizes (``n_tokens: [K_1, ..., K_S]``) make a
+multi-stream model whose embedding sums one table (or linear layer) per stream.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from softtok.downstream.embedding import TokenEmbedding
+from softtok.downstream.embedding import build_token_embedding
 from softtok.tokenizers.heads import TokenInput
 
 BLANK, UNK = "<blank>", "<unk>"
@@ -91,7 +92,8 @@ def build_encoder(name: str, input_size: int, conf: Dict[str, Any]) -> nn.Module
 class TokenASR(nn.Module):
     """Hybrid CTC/attention ASR over token inputs, built from espnet2 modules."""
 
-    def __init__(self, vocab_size: int, n_tokens: Optional[int] = None, feat_dim: Optional[int] = None,
+    def __init__(self, vocab_size: int, n_tokens: Optional[int | List[int]] = None,
+                 feat_dim: Optional[int | List[int]] = None,
                  embed_dim: int = 256, encoder: str = "conformer", encoder_conf: Optional[Dict[str, Any]] = None,
                  decoder_conf: Optional[Dict[str, Any]] = None, ctc_weight: float = 0.3, lsm_weight: float = 0.1,
                  masking_conf: Optional[Dict[str, Any]] = None):
@@ -104,7 +106,7 @@ class TokenASR(nn.Module):
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         self.vocab_size, self.ctc_weight = vocab_size, ctc_weight
         self.sos = self.eos = vocab_size - 1
-        self.embedding = TokenEmbedding(n_tokens, embed_dim, feat_dim)
+        self.embedding = build_token_embedding(n_tokens, embed_dim, feat_dim)
         self.masking = InputMasking(**(masking_conf or {}))
         self.encoder = build_encoder(encoder, embed_dim, encoder_conf or {})
         enc_dim = self.encoder.output_size()

@@ -30,12 +30,11 @@ from softtok.downstream import distributed
 from softtok.downstream.asr.data import TokenASRData, iterate
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
-                                        init_embedding, load_codebook, load_run_config, log_to_file,
+                                        init_embedding, load_codebooks, load_run_config, log_to_file,
                                         optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
-from softtok.tokenizers.heads import build_head
-from softtok.tokenizers.kmeans import median_nearest_sqdist
+from softtok.tokenizers.streams import build_input_head, embedding_sizes, head_codebooks, split_list, tau_scales
 
 logger = logging.getLogger(__name__)
 
@@ -104,24 +103,26 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
         raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
     conf = load_run_config(config_path, DEFAULTS, overrides)
-    codebook = load_codebook(kmeans, train_feats)
+    codebooks = load_codebooks(kmeans, train_feats)
     if tau_factor is not None:
-        scale = median_nearest_sqdist(codebook, train_feats)
-        head_conf = {**head_conf, "tau": float(f"{tau_factor * scale:.4g}")}
-        logger.info("soft training: τ = %g × median squared distance %.4g = %g", tau_factor, scale, head_conf["tau"])
-    head = build_head(head_name, codebook, **head_conf)
+        scales = tau_scales(codebooks, split_list(train_feats))
+        taus = [float(f"{tau_factor * scale:.4g}") for scale in scales]
+        head_conf = {**head_conf, "tau": taus[0] if len(taus) == 1 else taus}
+        logger.info("soft training: τ = %g × median squared distance %s = %s", tau_factor, scales, head_conf["tau"])
     train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
     valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
+    head = build_input_head(head_name, codebooks, train_data.source_dims, **head_conf)
     tokenizer = CharTokenizer.from_texts(list(train_data.text.values()))
-    feat_dim = next(iter(train_data.feats.values())).shape[1]
-    discrete = head_name != "continuous"
+    n_tokens, feat_dim = embedding_sizes(head, train_data.source_dims)
+    kmeans_paths = [str(Path(p).resolve()) for p in split_list(kmeans)]
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
-              "n_tokens": codebook.n_clusters if discrete else None, "feat_dim": None if discrete else feat_dim,
-              "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(train_feats)}
+              "n_tokens": n_tokens, "feat_dim": feat_dim,
+              "kmeans": (kmeans_paths[0] if len(kmeans_paths) == 1 else kmeans_paths) if kmeans else None,
+              "train_feats": str(train_feats)}
     if distributed.is_main():
         save_yaml(exp / "config.yaml", config)
     model = build_model(config)
-    init_embedding(model.embedding, conf["embed_init"], codebook)
+    init_embedding(model.embedding, conf["embed_init"], head_codebooks(head))
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters, %d train / %d valid utts, vocab %d, head %s",
