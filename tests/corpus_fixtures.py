@@ -125,6 +125,7 @@ def make_speechocean(root: Path, n: int = 4) -> Path:
             utt = f"{spk}{i:04d}"
             _write(corpus / "WAVE" / f"SPEAKER{spk}" / f"{utt}.WAV", 0.6, i, fmt="WAV")
             rows.append((utt, f"WAVE/SPEAKER{spk}/{utt}.WAV", WORDS[i % len(WORDS)], spk))
+        rows.sort()
         (corpus / split).mkdir(parents=True, exist_ok=True)
         (corpus / split / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p, _, _ in rows))
         (corpus / split / "text").write_text("".join(f"{u} {t}\n" for u, _, t, _ in rows))
