@@ -157,3 +157,18 @@ def make_timit(root: Path) -> Path:
             write_sphere(corpus / "TEST" / "DR1" / spk / f"{utt}.WAV", wave)
             (corpus / "TEST" / "DR1" / spk / f"{utt}.TXT").write_text(f"0 {len(wave)} {WORDS[i + s].capitalize()}.\n")
     return corpus
+
+
+def tiny_hubert(path: Path) -> Path:
+    """A randomly initialised 2-layer, 32-dim HuBERT in the Hugging Face format (as tests/test_ssl_features.py makes
+    them), whose conv strides (5, 4, 4, 4) give the 50 Hz frames of the real models (hop 320 samples)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, conv_dim=(32, 32, 32, 32), conv_kernel=(10, 8, 8, 8),
+                                       conv_stride=(5, 4, 4, 4), num_conv_pos_embeddings=16,
+                                       num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(config).eval().save_pretrained(path)
+    return path

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from corpus_fixtures import (make_chime4, make_erj, make_l2arctic, make_librispeech, make_speechocean,
-                             make_tedlium2)
+from corpus_fixtures import (make_chime4, make_erj, make_l2arctic, make_librispeech, make_speechocean, make_tedlium2,
+                             tiny_hubert)
 from softtok.tokenizers.fileio import load_yaml
 
 transformers = pytest.importorskip("transformers")
@@ -20,18 +20,6 @@ transformers = pytest.importorskip("transformers")
 RECIPE = REPO / "egs" / "librispeech_100" / "asr" / "run.sh"
 TEST_SETS = ["test_clean", "test_other", "tedlium2_test", "chime4_et05_real", "chime4_et05_simu", "l2arctic",
              "speechocean762_test", "erj"]
-
-
-def tiny_hubert(path: Path) -> Path:
-    """A randomly initialised 2-layer HuBERT saved in the Hugging Face format (as tests/test_ssl_features.py)."""
-    import torch
-
-    torch.manual_seed(0)
-    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(32, 32), conv_kernel=(10, 3),
-                                       conv_stride=(5, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    transformers.HubertModel(config).eval().save_pretrained(path)
-    return path
 
 
 def _run(root: Path, corpora: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
