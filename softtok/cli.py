@@ -122,21 +122,22 @@ def _run_dump_tokens(args) -> Dict:
 
 
 def _add_prepare(sub) -> None:
-    from softtok.recipes.corpora import PREPARERS, URLS
+    from softtok.recipes.corpora import URLS, all_preparers
 
+    preparers = all_preparers()
     p = sub.add_parser("prepare", help="corpus folder -> Kaldi data dirs",
                        description="Write Kaldi data dirs (absolute audio paths) for a corpus. Downloads: "
-                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items() if k in PREPARERS))
-    p.add_argument("--corpus", required=True, choices=sorted(PREPARERS))
+                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items() if k in preparers))
+    p.add_argument("--corpus", required=True, choices=sorted(preparers))
     p.add_argument("--corpus-dir", required=True, help="the unpacked corpus folder")
     p.add_argument("--out-dir", required=True, help="data dirs are written to OUT_DIR/<split>")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args) -> Dict:
-    from softtok.recipes.corpora import PREPARERS
+    from softtok.recipes.corpora import all_preparers
 
-    dirs = PREPARERS[args.corpus](args.corpus_dir, args.out_dir)
+    dirs = all_preparers()[args.corpus](args.corpus_dir, args.out_dir)
     return {"splits": ",".join(dirs), "output": args.out_dir}
 
 

@@ -22,6 +22,16 @@ URLS = {
            "CC0 voice; huggingface.co/rhasspy/piper-voices/tree/v1.0.0/en/en_US/joe/medium)",
     "ljspeech": "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2 (public domain; 13,100 clips, "
                 "22.05 kHz; unpack to LJSpeech-1.1/ with metadata.csv and wavs/)",
+    "librispeech": "https://www.openslr.org/resources/12/ (train-clean-100, dev-clean, dev-other, test-clean, "
+                   "test-other .tar.gz; CC BY 4.0; unpack to LibriSpeech/<subset>/)",
+    "tedlium2": "https://www.openslr.org/resources/19/TEDLIUM_release2.tar.gz (CC BY-NC-ND 3.0; unpack to "
+                "TEDLIUM_release2/ with {dev,test}/{sph,stm})",
+    "chime4": "CHiME-4 data, licensed via the challenge (https://www.chimechallenge.org/challenges/chime4/data; "
+              "needs data/audio/16kHz/isolated_1ch_track and data/transcriptions)",
+    "l2arctic": "https://psi.engr.tamu.edu/l2-arctic-corpus/ (free licence form; v5.0, 24 speakers: <SPK>/wav, "
+                "<SPK>/transcript)",
+    "erj": "ERJ (English Read by Japanese), licensed from the Speech Resources Consortium (NII-SRC); "
+           "then write softtok_erj.tsv (see softtok.recipes.asr_corpora.prepare_erj)",
     "timit": "LDC93S1, licensed from the LDC: https://catalog.ldc.upenn.edu/LDC93S1 "
              "(TRAIN/ and TEST/ with DR1..DR8/<speaker>/<utt>.WAV + .TXT)",
 }
@@ -86,3 +96,10 @@ PREPARERS: Dict[str, Callable[..., Dict[str, Path]]] = {
     "speechocean762": prepare_speechocean762,
     "fsdd": prepare_fsdd,
 }
+
+
+def all_preparers() -> Dict[str, Callable[..., Dict[str, Path]]]:
+    """Every ``softtok prepare --corpus`` choice: these and the full-scale ASR corpora (:mod:`.asr_corpora`)."""
+    from softtok.recipes.asr_corpora import PREPARERS as ASR_PREPARERS
+
+    return {**PREPARERS, **ASR_PREPARERS}

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -153,6 +154,53 @@ def split_fsdd_accents(src_dir: os.PathLike | str, out_us: os.PathLike | str,
     """Split FSDD by ``spk2accent``: US (``USA/neutral``) vs non-US (German, French, Greek) speakers."""
     return _split_two(src_dir, out_us, out_nonus, "spk2accent",
                       lambda accent: accent.startswith(US_ACCENT_PREFIX), ("US", "non-US"))
+
+
+def split_by_attribute(src_dir: os.PathLike | str, out_prefix: os.PathLike | str, file: str) -> List[Path]:
+    """One dir ``<out_prefix>_<value>`` per value of a per-speaker file (e.g. L2-ARCTIC's ``spk2l1``), sorted
+    by value; every speaker needs a value, and values must be usable in a dir name."""
+    data = _load(src_dir, need_speakers=True)
+    values = read_kaldi_map(data.path / file, require_sorted=False)
+    groups: Dict[str, Set[str]] = {}
+    for spk in _speakers(data):
+        if spk not in values:
+            raise DataError(f"{data.path / file}: no entry for speaker {spk!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", values[spk]):
+            raise DataError(f"{data.path / file}: speaker {spk!r}: value {values[spk]!r} cannot name a dir")
+        groups.setdefault(values[spk], set()).add(spk)
+    outs = [Path(f"{out_prefix}_{value}") for value in sorted(groups)]
+    _check_outputs(data, *outs)
+    logger.info("%s: %d groups by %s: %s", data.path, len(groups), file, ", ".join(sorted(groups)))
+    return [subset_data_dir(data, out, _utts_of(data, groups[value])) for value, out in zip(sorted(groups), outs)]
+
+
+def combine_data_dirs(src_dirs: Sequence[os.PathLike | str], out_dir: os.PathLike | str) -> Path:
+    """One data dir of all utterances of ``src_dirs`` (e.g. dev-clean + dev-other); ids must not repeat.
+
+    Dirs with ``segments`` are not combined (their recording ids could collide); per-speaker files are merged.
+    """
+    sources = [_load(src) for src in src_dirs]
+    for data in sources:
+        _check_outputs(data, out_dir)
+    wav: Dict[str, str] = {}
+    text: Dict[str, str] = {}
+    utt2spk: Dict[str, str] = {}
+    spk_files: Dict[str, Dict[str, str]] = {}
+    for data in sources:
+        if data.segments is not None:
+            raise DataError(f"{data.path / 'segments'}: dirs with segments cannot be combined")
+        if data.text is None:
+            raise DataError(f"{data.path / 'text'}: file not found (combined dirs keep their transcripts)")
+        for utt in data.utt_ids:
+            if utt in wav:
+                raise DataError(f"{data.path}: utterance {utt!r} is also in an earlier source dir")
+            wav[utt] = os.path.abspath(data.resolve(data.wav_scp[utt]))
+            text[utt] = data.text[utt]
+            utt2spk[utt] = data.utt2spk[utt] if data.utt2spk is not None else utt
+        for name, mapping in speaker_files(data).items():
+            spk_files.setdefault(name, {}).update(mapping)
+    logger.info("combined %d dirs (%d utterances) -> %s", len(sources), len(wav), out_dir)
+    return write_data_dir(out_dir, wav, text, utt2spk, spk_files)
 
 
 # ----------------------------------------------------------------------------- audio helpers
@@ -427,6 +475,14 @@ def _cmd_split_accent(args: argparse.Namespace) -> Sequence[Path]:
     return split_fsdd_accents(args.src, args.out_us, args.out_nonus)
 
 
+def _cmd_split_attribute(args: argparse.Namespace) -> Sequence[Path]:
+    return split_by_attribute(args.src, args.out_prefix, args.file)
+
+
+def _cmd_combine(args: argparse.Namespace) -> Sequence[Path]:
+    return [combine_data_dirs(args.src, args.out)]
+
+
 def _cmd_speed(args: argparse.Namespace) -> Sequence[Path]:
     return [speed_perturb(args.src, args.out, args.factors)]
 
@@ -436,7 +492,7 @@ def _cmd_noise(args: argparse.Namespace) -> Sequence[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Subcommands split-speakers, split-age, split-accent, speed-perturb, add-noise."""
+    """Subcommands split-speakers, split-age, split-accent, split-attribute, combine, speed-perturb, add-noise."""
     parser = argparse.ArgumentParser(prog="python -m softtok.recipes.sets", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -458,6 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-us", required=True)
     p.add_argument("--out-nonus", required=True)
     p.set_defaults(func=_cmd_split_accent)
+    p = sub.add_parser("split-attribute", help="one dir <out-prefix>_<value> per value of a per-speaker file")
+    p.add_argument("--src", required=True)
+    p.add_argument("--out-prefix", required=True)
+    p.add_argument("--file", required=True, help="per-speaker file, e.g. spk2l1")
+    p.set_defaults(func=_cmd_split_attribute)
+    p = sub.add_parser("combine", help="all utterances of several data dirs in one")
+    p.add_argument("--src", required=True, nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_combine)
     p = sub.add_parser("speed-perturb", help="sox-style speed perturbation")
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)

@@ -365,9 +365,11 @@ def prepare_conversion_source(speechocean_dir: str | Path, out_dir: str | Path, 
 # ----------------------------------------------------------------------------- public corpora
 
 
-def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, n_test: int = DEFAULT_LJ_TEST) -> Dict[str, Path]:
-    """LJSpeech-1.1 as ``train`` and ``test_id``: ``n_test`` utterances evenly spaced over the sorted ids (all
-    chapters) are test_id, the rest train. Deterministic, no seed.
+def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, n_test: int = DEFAULT_LJ_TEST,
+                     n_dev: int = 0) -> Dict[str, Path]:
+    """LJSpeech-1.1 as ``train``, ``dev`` (when ``n_dev`` > 0) and ``test_id``: ``n_test`` utterances evenly spaced
+    over the sorted ids (all chapters) are test_id, then ``n_dev`` evenly spaced over the rest are dev (τ sweep,
+    validation), the rest train. Deterministic, no seed.
 
     Layout: ``metadata.csv`` (``id|text|normalized_text``, UTF-8) and ``wavs/<id>.wav`` (22.05 kHz). The text
     is the normalized column (numbers and abbreviations spelled out; case and punctuation are kept, scoring
@@ -401,10 +403,18 @@ def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, n_test: int = 
         raise DataError(f"{metadata}: no utterances")
     if not (isinstance(n_test, int) and 1 <= n_test < len(wav)):
         raise DataError(f"n_test must be an integer in [1, {len(wav) - 1}] for {len(wav)} utterances, got {n_test!r}")
+    if not (isinstance(n_dev, int) and 0 <= n_dev < len(wav) - n_test):
+        raise DataError(f"n_dev must be an integer in [0, {len(wav) - n_test - 1}] for {len(wav)} utterances and "
+                        f"n_test={n_test}, got {n_dev!r}")
     ids = sorted(wav, key=lambda u: u.encode())
     test = set(evenly_spaced(ids, n_test))
+    rest = [u for u in ids if u not in test]
+    dev = set(evenly_spaced(rest, n_dev)) if n_dev else set()
     result = {}
-    for name, utts in (("train", [u for u in ids if u not in test]), ("test_id", [u for u in ids if u in test])):
+    for name, utts in (("train", [u for u in rest if u not in dev]), ("dev", [u for u in rest if u in dev]),
+                       ("test_id", [u for u in ids if u in test])):
+        if not utts:
+            continue
         result[name] = write_data_dir(Path(out_dir) / name, {u: wav[u] for u in utts}, {u: text[u] for u in utts},
                                       {u: "LJ" for u in utts})
         logger.info("ljspeech %s: %d utterances -> %s", name, len(utts), result[name])
@@ -513,11 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=200)
     p.set_defaults(func=lambda a: prepare_conversion_source(a.speechocean, a.out, a.n))
-    p = sub.add_parser("ljspeech", help="LJSpeech-1.1 as train + test_id")
+    p = sub.add_parser("ljspeech", help="LJSpeech-1.1 as train (+ dev) + test_id")
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--n-test", type=int, default=DEFAULT_LJ_TEST)
-    p.set_defaults(func=lambda a: prepare_ljspeech(a.corpus, a.out, a.n_test))
+    p.add_argument("--n-dev", type=int, default=0, help="dev utterances (τ sweep, validation), taken from train")
+    p.set_defaults(func=lambda a: prepare_ljspeech(a.corpus, a.out, a.n_test, a.n_dev))
     p = sub.add_parser("timit", help="TIMIT TEST (no SA sentences) as test_ood")
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", required=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # speechocean762 token ASR: train on hard k-means tokens, decode hard / soft(τ from dev) / continuous,
 # in domain (test, adults/children) and out of domain (babble noise at 10/0 dB, accented FSDD digits).
-# Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN).
+# Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN). Stages 3-8 are
+# egs/tools/asr_stages.sh, shared with egs/librispeech_100/asr.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,13 +34,9 @@ if [ "$tokenizer" = dmel ]; then  # dMel bins the 80 fbank log-mel channels; its
   feature=fbank; exp_dir=${exp_dir:-exp_dmel}; results_dir=${results_dir:-results_dmel}; [ "$smoke" = true ] && ks=16
 fi
 exp_dir=${exp_dir:-exp}; results_dir=${results_dir:-.}
-codebook() { echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; }
-discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
 test_sets="test test_noisy_10db test_noisy_0db fsdd"
-feat_sets="train_sp dev $test_sets"
-feats=$dump/$feature
 commands_log "$exp_dir/commands.txt" "egs/speechocean762/asr/run.sh $*"   # log CMD: run it and append it there
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
@@ -66,66 +63,6 @@ if run_stage 2 "dev split, speed perturbation, noisy and subset sets"; then
   mark_done 2
 fi
 
-if run_stage 3 "dump $feature features"; then
-  for set in $feat_sets; do
-    run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature --out-dir $feats/$set
-  done
-  mark_done 3
-fi
-
-if run_stage 4 "learn $tokenizer codebooks (K = $ks)"; then
-  for k in $ks; do
-    if [ "$tokenizer" = dmel ]; then
-      log $softtok learn-dmel --feats $feats/train_sp/feats.scp --n-bins $k --portion $km_portion --out "$(codebook $k)"
-    else
-      log $softtok learn-kmeans --feats $feats/train_sp/feats.scp --n-clusters $k --backend faiss --portion $km_portion \
-        --out "$(codebook $k)"
-    fi
-  done
-  mark_done 4
-fi
-
-threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
-train() {  # train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
-  local name=$1 head=$2; shift 2
-  log_bg $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" --num-threads $threads \
-    --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text \
-    --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text --exp-dir $exp_dir/$name
-}
-if run_stage 5 "train ASR on hard tokens, continuous features (and soft/soft if soft_train_factor is set)"; then
-  for k in $ks; do
-    train asr_hard_k$k hard --kmeans "$(codebook $k)"
-    [ -z "$soft_train_factor" ] || train asr_soft_k$k soft --kmeans "$(codebook $k)" \
-      --tau-factor "$soft_train_factor"
-  done
-  train asr_continuous continuous
-  wait_bg
-  mark_done 5
-fi
-
-if run_stage 6 "choose τ on dev (sweep)"; then
-  for model in $discrete_models; do
-    # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats $feats/dev/feats.scp \
-      --text $data/dev/text --factors $tau_factors
-  done
-  mark_done 6
-fi
-
-if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
-  for model in $discrete_models asr_continuous; do
-    # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
-      --sets dev $test_sets --search $search
-  done
-  mark_done 7
-fi
-
-if run_stage 8 "results.json, RESULTS.md, plots"; then
-  # shellcheck disable=SC2086
-  $py -m softtok.recipes.asr results --exp $exp_dir --data $data --ks $ks --sets dev $test_sets --search $search \
-    --subsets test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsdd:nonus=fsdd_nonus \
-    --commands $cmds --out-dir $results_dir
-  mark_done 8
-fi
-echo "== done"
+train_set=train_sp; dev_set=dev; feature_opts=
+subsets="test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsdd:nonus=fsdd_nonus"
+. ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results

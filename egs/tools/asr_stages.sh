@@ -1,0 +1,80 @@
+# Stages 3-8 of the token-ASR recipes (egs/*/asr/run.sh), shared: features -> k-means -> ASR on hard tokens
+# (+ continuous, + soft/soft) -> τ sweep on dev -> decoding of every set -> results.json / RESULTS.md.
+# Source it from run.sh after stage.sh and the corpus's own data stages (1-2), with these set:
+#   feature feature_opts   featurizer name and extra dump-features options (e.g. "--checkpoint C --layer 21")
+#   train_set dev_set      data/<train_set> trains (and feeds k-means), data/<dev_set> validates and picks τ
+#   test_sets subsets      sets decoded after dev; results --subsets items (SET:NAME=DIR), may be empty
+#   tokenizer              kmeans (default) | dmel (fbank log-mel channels binned; ks = bins per channel)
+#   ks km_portion train_conf train_nj soft_train_factor tau_factors search nj
+#   py data dump exp_dir results_dir (and $cmds from commands_log)
+
+softtok="$py -m softtok.cli"
+feats=$dump/$feature
+tokenizer=${tokenizer:-kmeans}
+codebook() { echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; }
+discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
+
+if run_stage 3 "dump $feature features"; then
+  for set in $train_set $dev_set $test_sets; do
+    # shellcheck disable=SC2086
+    run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature $feature_opts \
+      --out-dir $feats/$set
+  done
+  mark_done 3
+fi
+
+if run_stage 4 "learn $tokenizer codebooks (K = $ks)"; then
+  for k in $ks; do
+    if [ "$tokenizer" = dmel ]; then
+      log $softtok learn-dmel --feats $feats/$train_set/feats.scp --n-bins $k --portion $km_portion --out "$(codebook $k)"
+    else
+      log $softtok learn-kmeans --feats $feats/$train_set/feats.scp --n-clusters $k --backend faiss \
+        --portion $km_portion --out "$(codebook $k)"
+    fi
+  done
+  mark_done 4
+fi
+
+threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
+asr_train() {  # asr_train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
+  local name=$1 head=$2; shift 2
+  log_bg $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" --num-threads $threads \
+    --train-feats $feats/$train_set/feats.scp --train-text $data/$train_set/text \
+    --valid-feats $feats/$dev_set/feats.scp --valid-text $data/$dev_set/text --exp-dir $exp_dir/$name
+}
+if run_stage 5 "train ASR on hard tokens, continuous features (and soft/soft if soft_train_factor is set)"; then
+  for k in $ks; do
+    asr_train asr_hard_k$k hard --kmeans "$(codebook $k)"
+    [ -z "$soft_train_factor" ] || asr_train asr_soft_k$k soft --kmeans "$(codebook $k)" \
+      --tau-factor "$soft_train_factor"
+  done
+  asr_train asr_continuous continuous
+  wait_bg
+  mark_done 5
+fi
+
+if run_stage 6 "choose τ on $dev_set (sweep)"; then
+  for model in $discrete_models; do
+    # shellcheck disable=SC2086
+    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats $feats/$dev_set/feats.scp \
+      --text $data/$dev_set/text --factors $tau_factors
+  done
+  mark_done 6
+fi
+
+if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
+  for model in $discrete_models asr_continuous; do
+    # shellcheck disable=SC2086
+    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
+      --sets $dev_set $test_sets --search $search
+  done
+  mark_done 7
+fi
+
+if run_stage 8 "results.json, RESULTS.md, plots"; then
+  # shellcheck disable=SC2086
+  $py -m softtok.recipes.asr results --exp $exp_dir --data $data --ks $ks --sets $dev_set $test_sets --search $search \
+    --subsets $subsets --commands $cmds --out-dir $results_dir
+  mark_done 8
+fi
+echo "== done"

@@ -1,0 +1,79 @@
+# Stages 2-8 of the unit-vocoder recipes (egs/*/voc/run.sh), shared: features -> k-means on the target speaker's
+# train -> vocoders on hard tokens and on continuous features -> speaker embedding -> τ sweep on dev -> synthesis and
+# evaluation of the ID (resynthesis) and OOD (conversion) sets -> results.json / RESULTS.md / spectrograms.
+# Source it from run.sh after stage.sh and the corpus's own data stage 1 (data/{train,dev,test_id,test_ood}), with:
+#   feature feature_opts   featurizer name and extra dump-features options (e.g. "--checkpoint C --layer 6")
+#   k vocoder train_conf tau_factors criterion nj train_nj
+#   speaker                target speaker's name (its embedding: exp_dir/speaker_ref/<speaker>.npy)
+#   py data dump exp_dir results_dir (and $cmds from commands_log)
+
+if [ "$vocoder" = mel ]; then train_py="$py -m softtok.downstream.vocoder.train"
+else train_py="$py -m softtok.downstream.vocoder.$vocoder train"; fi
+softtok="$py -m softtok.cli"
+voc="$py -m softtok.recipes.voc"
+feats=$dump/$feature
+hard_model=voc_${vocoder}_hard_k$k
+cont_model=voc_${vocoder}_continuous
+speaker_ref=$exp_dir/speaker_ref/$speaker.npy
+sets="--id-sets test_id --ood-sets test_ood"
+
+if run_stage 2 "dump $feature features"; then
+  for set in train dev test_id test_ood; do
+    # shellcheck disable=SC2086
+    run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature $feature_opts \
+      --out-dir $feats/$set
+  done
+  mark_done 2
+fi
+
+if run_stage 3 "learn k-means (K = $k) on $speaker train"; then
+  log $softtok learn-kmeans --feats $feats/train/feats.scp --n-clusters $k --backend faiss \
+    --out $exp_dir/kmeans/${feature}_k$k.npy
+  mark_done 3
+fi
+
+threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
+train() {  # train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
+  local name=$1 head=$2; shift 2
+  log_bg $train_py --config $train_conf --head $head "$@" --num-threads $threads \
+    --feats $feats/train/feats.scp --data-dir $data/train --valid-feats $feats/dev/feats.scp \
+    --valid-data $data/dev --exp-dir $exp_dir/$name
+}
+if run_stage 4 "train the $vocoder vocoders: on hard tokens and on continuous features"; then
+  train $hard_model hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy
+  train $cont_model continuous
+  wait_bg
+  mark_done 4
+fi
+
+if run_stage 5 "$speaker's speaker embedding (speaker similarity reference)"; then
+  log $voc speaker-ref --data $data/train --out $speaker_ref
+  mark_done 5
+fi
+
+if run_stage 6 "choose τ on $speaker dev (sweep, $criterion)"; then
+  # shellcheck disable=SC2086
+  log $voc sweep-tau --exp-dir $exp_dir/$hard_model --feats $feats/dev/feats.scp --data $data/dev \
+    --factors $tau_factors --criterion $criterion
+  mark_done 6
+fi
+
+if run_stage 7 "synthesise and evaluate test_id (resynthesis) and test_ood (conversion); score the references"; then
+  for model in $hard_model $cont_model; do   # train_nj at once: hard (4 set x head) | continuous (2) + reference (3)
+    # shellcheck disable=SC2086
+    log_bg $voc synth-eval --num-threads $threads --exp-dir $exp_dir/$model --dump $feats --data $data $sets \
+      --speaker-ref $speaker_ref
+  done
+  # shellcheck disable=SC2086
+  log_bg $voc reference --num-threads $threads --data $data $sets --speaker-ref $speaker_ref \
+    --out-dir $exp_dir/reference
+  wait_bg
+  mark_done 7
+fi
+
+if run_stage 8 "results.json, RESULTS.md, spectrograms"; then
+  # shellcheck disable=SC2086
+  log $voc results --exp $exp_dir --data $data --vocoders $vocoder --k $k $sets --commands $cmds --out-dir $results_dir
+  mark_done 8
+fi
+echo "== done"
