@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData, iterate
-from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.downstream.asr.model import TokenASR, tokenizer_class
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
                                         init_embedding, load_codebook, load_run_config, log_to_file,
                                         optimizer_step)
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
-    "embed_init": "random",
+    "embed_init": "random", "token_type": "char",
 }
 
 
@@ -51,12 +51,12 @@ def build_model(config: Dict[str, Any]) -> TokenASR:
 
 
 def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
-    """(model in eval mode, config, CharTokenizer) of a trained experiment."""
+    """(model in eval mode, config, output tokenizer: characters or phones) of a trained experiment."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
     model = build_model(config)
     model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
-    tokenizer = CharTokenizer(config["token_list"][2:-1])
+    tokenizer = tokenizer_class(config.get("token_type", "char"))(config["token_list"][2:-1])
     return model.to(device).eval(), config, tokenizer
 
 
@@ -108,7 +108,7 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     head = build_head(head_name, codebook, **head_conf)
     train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
     valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
-    tokenizer = CharTokenizer.from_texts(list(train_data.text.values()))
+    tokenizer = tokenizer_class(conf["token_type"]).from_texts(list(train_data.text.values()))
     feat_dim = next(iter(train_data.feats.values())).shape[1]
     discrete = head_name != "continuous"
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
