@@ -1,4 +1,4 @@
-"""Argument parsing of the analysis subcommands (``softtok phone-text | align | analyze ...``); softtok.cli registers them."""
+"""Argument parsing of the analysis subcommands (phone-text, align, analyze); softtok.cli registers them."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _add_analyze(sub) -> None:
     r.add_argument("--checkpoint")
     r.add_argument("--layers", type=int, nargs="*", help="1-based layers (default: all)")
     r.add_argument("--feats", nargs="*", default=[])
-    r.add_argument("--max-utts", type=int, default=200)
+    r.add_argument("--max-utts", type=int, default=200, help="utterances (data dir: evenly spaced; feats: the first N)")
     r.add_argument("--device")
     r.add_argument("--out-dir", required=True)
     r.set_defaults(func=_run_rankme)

@@ -10,6 +10,7 @@ get separability and RankMe too. One pass over the features serves every metric.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -118,6 +119,8 @@ def analyze_tokens(feats: str, labels_path: str, models: Sequence[str] = (), con
         raise DataError(f"{labels_path}: no utterance of {feats} has labels")
     chosen = set(evenly_spaced(keys, max_utts) if max_utts else keys)
     token_models = [TokenModel(m, len(inventory), None if taus is None else taus[i]) for i, m in enumerate(models)]
+    for m in token_models:
+        m.codebook.check_spec(feature_spec_of(feats), source=feats)
     features = Representation(len(inventory), head="continuous (features)")
     cont = ContinuousInput(continuous_model, len(inventory)) if continuous_model else None
     frames, dropped = 0, 0
@@ -132,12 +135,11 @@ def analyze_tokens(feats: str, labels_path: str, models: Sequence[str] = (), con
         features.update(x, y)
         for part in ([cont] if cont else []) + token_models:
             part.update(x, y)
-    counts = np.bincount(np.concatenate([[index[p] for p in labels[u] if p in index] for u in chosen]),
-                         minlength=len(inventory))
+    counts = Counter(p for u in chosen for p in labels[u] if p in index)
     inputs = [features.result()] + ([cont.rep.result()] if cont else [])
     return {"feats": str(feats), "feature_spec": feature_spec_of(feats), "labels": str(labels_path),
             "utts": len(chosen), "frames": frames, "excluded": list(exclude), "excluded_frames": dropped,
-            "phones": len(inventory), "phone_frames": dict(zip(inventory, counts.tolist())),
+            "phones": len(inventory), "phone_frames": {p: counts[p] for p in inventory},
             "continuous": inputs, "tokens": [m.result() for m in token_models]}
 
 
