@@ -161,6 +161,10 @@ def _run_subset_data(args) -> Dict:
 SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_learn_dmel,
                                _add_dump_tokens]
 
+from softtok.analysis.cli import SUBCOMMANDS as _ANALYSIS  # noqa: E402  (phone-text, align, analyze)
+
+SUBCOMMANDS += _ANALYSIS
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softtok", description="Soft SSL speech tokens toolkit")

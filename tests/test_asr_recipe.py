@@ -107,12 +107,36 @@ def test_smoke_recipe_results_layout(smoke):
 
 @needs_shared
 @needs_whisper
+def test_smoke_recipe_analysis(smoke):
+    """Stages 9-11: phone CTC model, frame phone labels of test, ANALYSIS.md over both K."""
+    from softtok.tokenizers.datadir import read_kaldi_map
+    from softtok.tokenizers.fileio import iter_scp
+
+    res = json.loads((smoke / "analysis.json").read_text())
+    assert [t["K"] for t in res["tokens"]] == [16, 32]
+    assert res["tokens"][0]["tau"] == load_yaml(smoke / "exp" / "asr_hard_k16" / "tau_sweep.yaml")["best"]["tau"]
+    assert all(0 <= t["purity"][h]["pnmi"] <= 1 for t in res["tokens"] for h in ("hard", "soft"))
+    assert [r["head"] for r in res["continuous"]] == ["continuous (features)", "continuous (W x + b)"]
+    align = smoke / "exp" / "align" / "test"
+    meta = load_yaml(align / "align.yaml")
+    assert meta["frame_rate"] == meta["align_frame_rate"] == 50.0 and meta["utts"] == res["utts"] == 24
+    labels = read_kaldi_map(align / "phones.txt")
+    utt, feats = next(iter_scp(smoke / "dump" / "whisper" / "test" / "feats.scp"))
+    assert len(labels[utt].split()) == len(feats)  # one phone label per token frame
+    assert load_yaml(smoke / "exp" / "phone_ctc" / "config.yaml")["token_type"] == "phone"
+    assert (smoke / "exp" / "phone_ctc" / "decode_continuous_greedy" / "test" / "wer.txt").is_file()
+    assert "## Tokens against phones" in (smoke / "ANALYSIS.md").read_text()
+    assert (smoke / "purity.png").stat().st_size > 1000 and (smoke / "separability.png").stat().st_size > 1000
+
+
+@needs_shared
+@needs_whisper
 def test_smoke_recipe_skips_done_stages(smoke):
     env = {**os.environ, "PYTHON": sys.executable}
     out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
                           "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 8
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 11
 
 
 @needs_shared

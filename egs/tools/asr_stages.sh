@@ -77,4 +77,3 @@ if run_stage 8 "results.json, RESULTS.md, plots"; then
     --subsets $subsets --commands $cmds --out-dir $results_dir
   mark_done 8
 fi
-echo "== done"

@@ -54,11 +54,11 @@ def commands_section(commands: str) -> List[str]:
     return ["## Commands", "", "```", commands.strip(), "```", ""]
 
 
-def write_report(out_dir: str | Path, results: Dict[str, Any], markdown: str) -> None:
-    """results.json and RESULTS.md (generated from it), each written atomically."""
+def write_report(out_dir: str | Path, results: Dict[str, Any], markdown: str, name: str = "results") -> None:
+    """``<name>.json`` and ``<NAME>.md`` (generated from it; default results.json, RESULTS.md), written atomically."""
     out = Path(out_dir)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
-    atomic_write_text(out / "RESULTS.md", markdown)
+    atomic_write_text(out / f"{name}.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(out / f"{name.upper()}.md", markdown)
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:

@@ -75,3 +75,4 @@ fi
 subsets=""   # results per L1: l2arctic:arabic=l2arctic_arabic ...
 for d in "$data"/l2arctic_*/; do [ -d "$d" ] || continue; n=$(basename "$d"); subsets="$subsets l2arctic:${n#l2arctic_}=$n"; done
 . ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results
+echo "== done"

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=8
+stop_stage=11
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 tokenizer=kmeans                       # kmeans | dmel (each fbank log-mel channel binned: ks = bins per channel)
@@ -19,6 +19,10 @@ search=greedy                          # greedy | beam (joint CTC/attention, slo
 soft_train_factor=                     # e.g. 0.02: also train soft/soft models (τ = factor × median d²); empty: off
 nj=2
 train_nj=3                             # ASR trainings at once, each with nproc/train_nj torch threads (at least 1)
+phone_conf=conf/phone_ctc_cpu.yaml     # stages 9-11: phone CTC model for frame phone labels (forced alignment)
+align_sets=test                        # sets aligned in stage 10 (e.g. "train_sp dev test")
+analysis_set=test                      # the set ANALYSIS.md measures (must be in align_sets)
+analysis_max_utts=                     # an evenly spaced subset of it (empty: all)
 smoke=false                            # tiny subsets and model: every stage in about two minutes
 data=data
 dump=dump
@@ -27,7 +31,7 @@ results_dir=                           # default: . (results_dmel with --tokeniz
 . ../../tools/stage.sh "$@"
 
 if [ "$smoke" = true ]; then
-  ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"
+  ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"; phone_conf=conf/phone_ctc_smoke.yaml
 fi
 [ "$tokenizer" = kmeans ] || [ "$tokenizer" = dmel ] || { echo "$0: --tokenizer must be kmeans or dmel" >&2; exit 1; }
 if [ "$tokenizer" = dmel ]; then  # dMel bins the 80 fbank log-mel channels; its own exp and results folders
@@ -66,3 +70,37 @@ fi
 train_set=train_sp; dev_set=dev; feature_opts=
 subsets="test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsdd:nonus=fsdd_nonus"
 . ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results
+
+resource=$data_root/speechocean762/resource
+if [ "$tokenizer" = dmel ] && [ "$stop_stage" -ge 9 ]; then  # the phone analysis measures k-means tokens
+  echo "== stages 9-11: skipped with --tokenizer dmel"; stop_stage=8
+fi
+if run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
+  for set in train_sp dev $align_sets; do
+    log $softtok phone-text --text $data/$set/text --text-phone $resource/text-phone --lexicon $resource/lexicon.txt \
+      --out $data/$set/text_phone
+  done
+  log $py -m softtok.downstream.asr.train --config $phone_conf --head continuous --num-threads "$(nproc)" \
+    --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text_phone \
+    --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text_phone --exp-dir $exp_dir/phone_ctc
+  mark_done 9
+fi
+
+if run_stage 10 "frame phone labels by CTC forced alignment ($align_sets); phone error rate"; then
+  for set in $align_sets; do
+    log $softtok align --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp --phone-text $data/$set/text_phone \
+      --out-dir $exp_dir/align/$set
+    log $py -m softtok.downstream.asr.decode --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp \
+      --text $data/$set/text_phone --head continuous --out-dir $exp_dir/phone_ctc/decode_continuous_greedy/$set
+  done
+  mark_done 10
+fi
+
+if run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)"; then
+  # shellcheck disable=SC2086
+  log $softtok analyze tokens --feats $feats/$analysis_set/feats.scp --labels $exp_dir/align/$analysis_set/phones.txt \
+    --models $(for k in $ks; do echo $exp_dir/asr_hard_k$k; done) --continuous-model $exp_dir/asr_continuous \
+    ${analysis_max_utts:+--max-utts $analysis_max_utts} --commands $cmds --out-dir $results_dir
+  mark_done 11
+fi
+echo "== done"

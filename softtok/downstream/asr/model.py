@@ -49,6 +49,33 @@ class CharTokenizer:
         return len(self.token_list)
 
 
+class PhoneTokenizer(CharTokenizer):
+    """Space-separated phone labels (``K AO L``): one token per phone, no word-boundary symbol."""
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> "PhoneTokenizer":
+        """Build the phone inventory of a training set (sorted, deterministic)."""
+        return cls(sorted({p for t in texts for p in t.split()}))
+
+    def encode(self, text: str) -> List[int]:
+        unk = self.index[UNK]
+        return [self.index.get(p, unk) for p in text.split()]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        special = {0, len(self.token_list) - 1}
+        return " ".join(self.token_list[i] for i in ids if i not in special)
+
+
+TOKENIZERS = {"char": CharTokenizer, "phone": PhoneTokenizer}
+
+
+def tokenizer_class(token_type: str) -> type:
+    """The output-unit tokenizer of a config's ``token_type``: ``char`` (default) or ``phone``."""
+    if token_type not in TOKENIZERS:
+        raise ValueError(f"unknown token_type {token_type!r}; choose from {sorted(TOKENIZERS)}")
+    return TOKENIZERS[token_type]
+
+
 class InputMasking(nn.Module):
     """SpecAugment-style masking of the embedded input sequence (B, T, d): time spans and channel bands."""
 

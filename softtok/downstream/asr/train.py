@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.asr.data import TokenASRData, iterate
-from softtok.downstream.asr.model import CharTokenizer, TokenASR
+from softtok.downstream.asr.model import TokenASR, tokenizer_class
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
                                         init_embedding, load_codebooks, load_run_config, log_to_file,
                                         optimizer_step)
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
-    "embed_init": "random",
+    "embed_init": "random", "token_type": "char",
 }
 
 
@@ -52,12 +52,12 @@ def build_model(config: Dict[str, Any]) -> TokenASR:
 
 
 def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
-    """(model in eval mode, config, CharTokenizer) of a trained experiment."""
+    """(model in eval mode, config, output tokenizer: characters or phones) of a trained experiment."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
     model = build_model(config)
     model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
-    tokenizer = CharTokenizer(config["token_list"][2:-1])
+    tokenizer = tokenizer_class(config.get("token_type", "char"))(config["token_list"][2:-1])
     return model.to(device).eval(), config, tokenizer
 
 
@@ -112,7 +112,7 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
     valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
     head = build_input_head(head_name, codebooks, train_data.source_dims, **head_conf)
-    tokenizer = CharTokenizer.from_texts(list(train_data.text.values()))
+    tokenizer = tokenizer_class(conf["token_type"]).from_texts(list(train_data.text.values()))
     n_tokens, feat_dim = embedding_sizes(head, train_data.source_dims)
     kmeans_paths = [str(Path(p).resolve()) for p in split_list(kmeans)]
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
