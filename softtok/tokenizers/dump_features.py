@@ -2,7 +2,7 @@
 
 Outputs in ``out_dir``: ``shards/feats_{rank}_{nshard}.{ark,scp,done}`` per shard
 (contiguous slices of the sorted utterances, as fairseq's simple_kmeans), and once every
-shard is done, ``feats.scp`` (all utterances, sorted) and ``feats.yaml`` (feature spec,
+shard is done, ``feats.scp`` (all utterances, sorted), ``utt2num_frames`` and ``feats.yaml`` (feature spec,
 frame rate, counts). A shard whose ``.done`` marker exists is skipped, so a re-run
 resumes; ``--nj N`` runs N local processes, ``--shard i/N`` one shard of an array job, and
 ``--merge N`` only merges the N shards an array job wrote (softtok.recipes.launch runs it).
@@ -23,7 +23,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.tokenizers.audio import AudioError, read_utterance
 from softtok.tokenizers.datadir import DataDir, load_data_dir
 from softtok.tokenizers.features.base import Featurizer, build_featurizer
-from softtok.tokenizers.fileio import ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries, save_yaml
+from softtok.tokenizers.fileio import (ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries, save_yaml,
+                                      write_num_frames)
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any]) -> Optional[P
             lines += [f"{k} {loc}\n" for k, loc in read_scp_entries(p["scp"])]
     feats_scp = out_dir / "feats.scp"
     atomic_write_text(feats_scp, "".join(lines))
+    if lines:
+        write_num_frames(feats_scp)  # frame counts for length-sorted batching without reading the data
     save_yaml(out_dir / "feats.yaml", {**spec, "num_utts": n_utts, "num_frames": n_frames, "nshard": nshard})
     return feats_scp
 

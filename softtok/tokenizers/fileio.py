@@ -7,13 +7,17 @@ complete, so an interrupted job leaves either the old file or no file.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import struct
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Tuple
 
 import kaldiio
 import numpy as np
 import yaml
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -117,16 +121,102 @@ def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
     return entries
 
 
+def load_matrix(scp_path: os.PathLike | str, key: str, location: str) -> np.ndarray:
+    """The matrix at ``location`` (an scp entry's ``ark:offset``); a broken entry is an error naming the key."""
+    try:
+        return kaldiio.load_mat(location)
+    except Exception as exc:  # kaldiio raises many types for a broken ark
+        raise ValueError(f"{scp_path}: cannot read {key!r} from {location}: {exc}") from exc
+
+
 def iter_scp(scp_path: os.PathLike | str, start: int = 0, end: int | None = None) -> Iterator[Tuple[str, np.ndarray]]:
     """Yield ``(key, matrix)`` in scp order (entries ``[start, end)``); a broken entry is an error naming the key."""
     for key, location in read_scp_entries(scp_path)[start:end]:
-        try:
-            matrix = kaldiio.load_mat(location)
-        except Exception as exc:  # kaldiio raises many types for a broken ark
-            raise ValueError(f"{scp_path}: cannot read {key!r} from {location}: {exc}") from exc
-        yield key, matrix
+        yield key, load_matrix(scp_path, key, location)
+
+
+_PLAIN_MATRIX, _COMPRESSED_MATRIX = {b"FM", b"DM"}, {b"CM", b"CM2", b"CM3"}  # Kaldi binary matrix type tokens
+
+
+def _read_binary_shape(f) -> Tuple[int, int] | None:
+    """(rows, cols) from the Kaldi binary matrix header at the file position, or None for another format."""
+    head = f.read(6)  # "\0B" + type token ("FM ", "CM2 ", ...)
+    token = head[2:].split(b" ", 1)[0]
+    if head[:2] != b"\0B" or token not in _PLAIN_MATRIX | _COMPRESSED_MATRIX:
+        return None
+    f.seek(len(token) + 3 - len(head), os.SEEK_CUR)
+    if token in _COMPRESSED_MATRIX:  # GlobalHeader: min, range (float32), rows, cols (int32)
+        _, _, rows, cols = struct.unpack("<ffii", f.read(16))
+        return rows, cols
+    size_rows, rows, size_cols, cols = struct.unpack("<bibi", f.read(10))
+    return (rows, cols) if size_rows == size_cols == 4 else None
+
+
+def read_matrix_shapes(scp_path: os.PathLike | str) -> Dict[str, Tuple[int, int]]:
+    """(rows, cols) of every matrix of an scp from its ark header alone (a few bytes each, not the data).
+
+    Entries that are not plain ``ark:offset`` Kaldi binary matrices (slices, pipes, ASCII) are loaded whole.
+    """
+    shapes: Dict[str, Tuple[int, int]] = {}
+    with contextlib.ExitStack() as stack:
+        handles: Dict[str, BinaryIO] = {}
+        for key, location in read_scp_entries(scp_path):
+            ark, _, offset = location.rpartition(":")
+            shape = None
+            if ark and offset.isdigit():
+                try:
+                    if ark not in handles:
+                        handles[ark] = stack.enter_context(open(ark, "rb"))
+                    handles[ark].seek(int(offset))
+                    shape = _read_binary_shape(handles[ark])
+                except (OSError, struct.error) as exc:
+                    raise ValueError(f"{scp_path}: cannot read the header of {key!r} at {location}: {exc}") from exc
+            if shape is None:
+                logger.debug("%s: %r is not a plain binary matrix; reading it whole for its shape", scp_path, key)
+                shape = tuple(load_matrix(scp_path, key, location).shape)
+            shapes[key] = shape
+    return shapes
 
 
 def load_scp_dict(scp_path: os.PathLike | str) -> Dict[str, np.ndarray]:
     """All matrices of an scp in memory, keyed by utterance."""
     return dict(iter_scp(scp_path))
+
+
+UTT2NUM_FRAMES = "utt2num_frames"  # Kaldi's name: `utt frames` per line, beside feats.scp
+
+
+def write_num_frames(scp_path: os.PathLike | str) -> Path:
+    """Write ``utt2num_frames`` beside an scp (frame counts from the ark headers), so readers need not open arks."""
+    path = Path(scp_path).with_name(UTT2NUM_FRAMES)
+    shapes = read_matrix_shapes(scp_path)
+    atomic_write_text(path, "".join(f"{key} {shape[0]}\n" for key, shape in shapes.items()))
+    return path
+
+
+def _read_num_frames(path: Path) -> Dict[str, int]:
+    """Parse a ``utt2num_frames`` file; a malformed line is an error naming it."""
+    counts: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{lineno}: expected `utt frames`")
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def load_num_frames(scp_path: os.PathLike | str) -> Dict[str, int]:
+    """Frame count of every matrix of an scp, in scp order, without reading the matrices.
+
+    From ``utt2num_frames`` beside it when that lists the same keys (dump-features writes it), else from the
+    ark headers (older dumps; a few bytes per utterance).
+    """
+    keys = [key for key, _ in read_scp_entries(scp_path)]
+    path = Path(scp_path).with_name(UTT2NUM_FRAMES)
+    if path.is_file():
+        counts = _read_num_frames(path)
+        if counts.keys() == set(keys):
+            return {key: counts[key] for key in keys}
+        logger.warning("%s: keys differ from %s; reading frame counts from the ark headers", path, scp_path)
+    return {key: shape[0] for key, shape in read_matrix_shapes(scp_path).items()}

@@ -207,10 +207,15 @@ def stack_sources(mats: Sequence[np.ndarray], names: Sequence[str], utt: str) ->
     """Frame-wise concatenation of one utterance's matrices from several sources (frame counts must agree)."""
     if len(mats) == 1:
         return mats[0]
-    for m, name in zip(mats[1:], names[1:]):
-        if len(m) != len(mats[0]):
-            raise ValueError(f"{name}: utterance {utt!r} has {len(m)} frames but {names[0]} has {len(mats[0])}")
+    check_frame_counts([len(m) for m in mats], names, utt)
     return np.concatenate(mats, axis=1)
+
+
+def check_frame_counts(counts: Sequence[int], names: Sequence[str], utt: str) -> None:
+    """Stacked sources must give an utterance the same number of frames; a mismatch names the source."""
+    for n, name in zip(counts[1:], names[1:]):
+        if n != counts[0]:
+            raise ValueError(f"{name}: utterance {utt!r} has {n} frames but {names[0]} has {counts[0]}")
 
 
 def nearest_sqdist(codebook: Codebook, x: torch.Tensor) -> torch.Tensor:

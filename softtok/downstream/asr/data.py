@@ -3,11 +3,13 @@
 Heads run on the fly, so one set of dumped features serves hard, soft and continuous
 inputs alike. Batches are built from length-sorted utterances under a frame budget. Several feats.scp
 (a comma list, e.g. one per SSL layer) are stacked frame by frame into one matrix per utterance; a
-multi-stream head splits it again (``source_dims``).
+multi-stream head splits it again (``source_dims``). Features are read from the arks when a batch is
+collated (as ESPnet does): only the scp index and frame counts stay in memory, unless ``preload``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -16,33 +18,82 @@ import torch
 
 from softtok.downstream.embedding import pad_token_inputs
 from softtok.downstream.scoring import normalize_text
-from softtok.tokenizers.fileio import load_scp_dict
+from softtok.tokenizers.fileio import load_matrix, load_num_frames, read_scp_entries
 from softtok.tokenizers.heads import Head, TokenInput
-from softtok.tokenizers.streams import StreamTokenInput, split_list, stack_sources
+from softtok.tokenizers.streams import StreamTokenInput, check_frame_counts, split_list, stack_sources
 from softtok.downstream.asr.model import IGNORE_ID, CharTokenizer
+
+logger = logging.getLogger(__name__)
 
 Batch = Tuple[List[str], TokenInput | StreamTokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def load_sources(feats_scp: str) -> Tuple[Dict[str, np.ndarray], List[int]]:
-    """Features of every utterance of one feats.scp or a comma list of them (stacked), and each source's dim."""
-    names = split_list(feats_scp)
-    sources = [{k: np.array(v, dtype=np.float32) for k, v in load_scp_dict(p).items()} for p in names]
-    for name, src in zip(names[1:], sources[1:]):
-        missing = [u for u in sources[0] if u not in src]
-        if missing or len(src) != len(sources[0]):
-            raise ValueError(f"{name}: utterances differ from {names[0]} ({len(src)} vs {len(sources[0])}"
-                             + (f", {missing[0]!r} missing)" if missing else ")"))
-    dims = [next(iter(src.values())).shape[1] for src in sources]
-    feats = {u: stack_sources([src[u] for src in sources], names, u) for u in sources[0]}
-    return feats, dims
+class ScpFeatures:
+    """Features of one feats.scp or a comma list of them (stacked), read from the arks on access.
+
+    Holds the scp index, each utterance's frame count (``utt2num_frames`` or the ark headers) and each source's
+    dim; :meth:`preload` keeps chosen utterances in memory, read exactly as on access, so batches are identical.
+    """
+
+    def __init__(self, feats_scp: str):
+        self.names = split_list(feats_scp)
+        self.entries = [dict(read_scp_entries(p)) for p in self.names]
+        for name, src in zip(self.names[1:], self.entries[1:]):
+            missing = [u for u in self.entries[0] if u not in src]
+            if missing or len(src) != len(self.entries[0]):
+                raise ValueError(f"{name}: utterances differ from {self.names[0]} ({len(src)} vs "
+                                 f"{len(self.entries[0])}" + (f", {missing[0]!r} missing)" if missing else ")"))
+        counts = [load_num_frames(p) for p in self.names]
+        for utt in self.entries[0]:
+            check_frame_counts([c[utt] for c in counts], self.names, utt)
+        self.num_frames: Dict[str, int] = counts[0]
+        first = next(iter(self.entries[0]))
+        self.dims = [load_matrix(p, first, e[first]).shape[1] for p, e in zip(self.names, self.entries)]
+        self._memory: Dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.num_frames)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.num_frames)
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self.num_frames
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        held = self._memory.get(utt)
+        return held if held is not None else self.read(utt)
+
+    def read(self, utt: str) -> np.ndarray:
+        """One utterance's (T, Σ dims) float32 matrix, read from the arks now."""
+        return stack_sources([self._read_source(i, utt) for i in range(len(self.names))], self.names, utt)
+
+    def _read_source(self, i: int, utt: str) -> np.ndarray:
+        """One source's matrix, checked against the frame count and dim the index promised."""
+        mat = np.array(load_matrix(self.names[i], utt, self.entries[i][utt]), dtype=np.float32)
+        expected = (self.num_frames[utt], self.dims[i])
+        if mat.shape != expected:
+            raise ValueError(f"{self.names[i]}: utterance {utt!r} has shape {mat.shape}, expected {expected} "
+                             f"(utt2num_frames or the first matrix's dim; a stale dump?)")
+        return mat
+
+    def preload(self, utts: Sequence[str]) -> None:
+        """Hold these utterances' matrices in memory (small sets; saves one ark read per utterance per epoch)."""
+        self._memory = {u: self.read(u) for u in utts}
+        logger.info("%s: %d utterances preloaded (%.1f MB)", ",".join(self.names), len(self._memory),
+                    sum(m.nbytes for m in self._memory.values()) / 1e6)
 
 
 class TokenASRData:
-    """Utterances of one set held in memory: features, optional normalised text."""
+    """Utterances of one set: lazily read features (:class:`ScpFeatures`), frame counts, optional normalised text.
 
-    def __init__(self, feats_scp: str, text: Optional[Dict[str, str]] = None, max_frames: Optional[int] = None):
-        self.feats, self.source_dims = load_sources(feats_scp)
+    ``preload`` reads the kept utterances' features into memory at start instead of at each batch.
+    """
+
+    def __init__(self, feats_scp: str, text: Optional[Dict[str, str]] = None, max_frames: Optional[int] = None,
+                 preload: bool = False):
+        self.feats = ScpFeatures(feats_scp)
+        self.source_dims, self.num_frames = self.feats.dims, self.feats.num_frames
         if text is not None:
             missing = [u for u in self.feats if u not in text]
             if missing:
@@ -50,15 +101,16 @@ class TokenASRData:
             self.text = {u: normalize_text(text[u]) for u in self.feats}
         else:
             self.text = None
-        if max_frames:
-            self.feats = {u: f for u, f in self.feats.items() if len(f) <= max_frames}
-        self.utts = sorted(self.feats, key=lambda u: len(self.feats[u]))
+        kept = [u for u in self.feats if not max_frames or self.num_frames[u] <= max_frames]
+        self.utts = sorted(kept, key=self.num_frames.__getitem__)
+        if preload:
+            self.feats.preload(self.utts)
 
     def batches(self, max_batch_frames: int, shuffle: bool = False, seed: int = 0) -> List[List[str]]:
         """Length-sorted utterance groups of at most ``max_batch_frames`` padded frames each."""
         groups, current = [], []
         for utt in self.utts:
-            longest = len(self.feats[utt])  # sorted ascending: the newest is the longest
+            longest = self.num_frames[utt]  # sorted ascending: the newest is the longest
             if current and longest * (len(current) + 1) > max_batch_frames:
                 groups.append(current)
                 current = []

@@ -177,7 +177,7 @@ class WaveVocoderData(MelVocoderData):
 
     def frames(self, utt: str) -> int:
         """Token frames with audio behind them: min(T_tok, samples // 320)."""
-        return min(len(self.feats[utt]), len(self.targets[utt]) // HOP)
+        return min(self.num_frames[utt], len(self.targets[utt]) // HOP)
 
     def segment_batches(self, batch_size: int, segment_frames: int, segments_per_utt: int,
                         rng: np.random.Generator) -> List[List[str]]:
@@ -266,7 +266,7 @@ def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid
     train_data = WaveVocoderData(feats, data_dir)
     valid_data = WaveVocoderData(valid_feats, valid_dir) if valid_feats else train_data
     config = mel_train.run_config(conf, "hifigan", head_name, head_conf, codebook, kmeans, feats, data_dir,
-                                  next(iter(train_data.feats.values())), sample_rate=SAMPLE_RATE, hop=HOP)
+                                  train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
     save_yaml(exp / "config.yaml", config)
     return head, codebook, train_data, valid_data, config
 

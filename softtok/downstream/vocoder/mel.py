@@ -235,7 +235,7 @@ class MelVocoderData(TokenASRData):
             raise ValueError(f"{data_dir}: utterance {missing[0]!r} of {feats_scp} has no audio ({len(missing)} missing)")
         self.targets: Dict[str, torch.Tensor] = {}
         for utt in self.utts:
-            if len(self.feats[utt]) == 0:
+            if self.num_frames[utt] == 0:
                 raise ValueError(f"{feats_scp}: utterance {utt!r} has an empty token sequence")
             self.targets[utt] = self._target(data, utt, sample_rate)
             self._check_length(utt)
@@ -246,7 +246,7 @@ class MelVocoderData(TokenASRData):
 
     def _check_length(self, utt: str) -> None:
         """Token and target lengths must agree to within 10 % (or two token frames)."""
-        n_tok, n, per = len(self.feats[utt]), len(self.targets[utt]), self.frames_per_token
+        n_tok, n, per = self.num_frames[utt], len(self.targets[utt]), self.frames_per_token
         if abs(per * n_tok - n) > max(2 * per, 0.1 * n):
             raise ValueError(f"utterance {utt!r}: {n_tok} token frames but {n} {self.target_unit}; expected "
                              f"{per} {self.target_unit} per token frame (20 ms)")

@@ -106,14 +106,14 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"])
     valid_data = MelVocoderData(valid_feats, valid_dir) if valid_feats else train_data
     config = run_config(conf, "mel", head_name, head_conf, codebook, kmeans, feats, data_dir,
-                        next(iter(train_data.feats.values())), mel=MEL_SETTINGS)
+                        train_data.feats[train_data.utts[0]], mel=MEL_SETTINGS)
     if distributed.is_main():
         save_yaml(exp / "config.yaml", config)
     model = build_model(config)
     init_embedding(model.embed, conf["embed_init"], codebook)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    n_frames = sum(len(f) for f in train_data.feats.values())
+    n_frames = sum(train_data.num_frames[u] for u in train_data.utts)
     logger.info("mel vocoder: %.2fM parameters, %d train utts (%d token frames) / %d valid utts, head %s",
                 n_params / 1e6, len(train_data.utts), n_frames, len(valid_data.utts), head.settings())
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
