@@ -42,6 +42,7 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
     "embed_init": "random", "token_type": "char",
+    "preload_feats": False,  # read features at each batch (memory: the index only); true holds them in RAM
 }
 
 
@@ -109,8 +110,9 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
         taus = [float(f"{tau_factor * scale:.4g}") for scale in scales]
         head_conf = {**head_conf, "tau": taus[0] if len(taus) == 1 else taus}
         logger.info("soft training: τ = %g × median squared distance %s = %s", tau_factor, scales, head_conf["tau"])
-    train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"])
-    valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)))
+    train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"],
+                              conf["preload_feats"])
+    valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)), preload=conf["preload_feats"])
     head = build_input_head(head_name, codebooks, train_data.source_dims, **head_conf)
     tokenizer = tokenizer_class(conf["token_type"]).from_texts(list(train_data.text.values()))
     n_tokens, feat_dim = embedding_sizes(head, train_data.source_dims)

@@ -67,6 +67,7 @@ DEFAULTS: Dict[str, Any] = {
     "lr": 2e-4, "betas": [0.8, 0.99], "weight_decay": 0.01, "lr_decay": 0.999, "grad_clip": 1000.0,
     "lambda_mel": 45.0, "lambda_feat_match": 2.0, "lambda_adv": 1.0, "mel_loss": {},
     "keep_nbest": 1, "max_valid_utts": 20, "embed_init": "random", "model": {}, "discriminator": {},
+    "preload_feats": False,
 }
 
 
@@ -156,7 +157,7 @@ class GANLosses(nn.Module):
 
 
 class WaveVocoderData(MelVocoderData):
-    """Features of a feats.scp (heads run on the fly) paired with their 16 kHz waveforms, held in memory.
+    """Features of a feats.scp (read at each batch; heads run on the fly) paired with their 16 kHz waveforms in memory.
 
     Audio recorded below 16 kHz is refused: upsampled, it has nothing above its own Nyquist frequency,
     and a vocoder trained on it learns muffled speech.
@@ -263,8 +264,8 @@ def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid
     """(head, train data, valid data, config) of a run; writes ``config.yaml``."""
     codebook = load_codebook(kmeans, feats)
     head = build_head(head_name, codebook, **head_conf)
-    train_data = WaveVocoderData(feats, data_dir)
-    valid_data = WaveVocoderData(valid_feats, valid_dir) if valid_feats else train_data
+    train_data = WaveVocoderData(feats, data_dir, preload=conf["preload_feats"])
+    valid_data = WaveVocoderData(valid_feats, valid_dir, preload=conf["preload_feats"]) if valid_feats else train_data
     config = mel_train.run_config(conf, "hifigan", head_name, head_conf, codebook, kmeans, feats, data_dir,
                                   train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
     save_yaml(exp / "config.yaml", config)

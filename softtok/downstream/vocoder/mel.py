@@ -215,8 +215,9 @@ class MelVocoder(nn.Module):
 class MelVocoderData(TokenASRData):
     """Features of a feats.scp (heads run on the fly) paired with log-mel targets of a data dir's audio.
 
-    Log-mels are computed once, in memory. Token and mel lengths must agree to within 10 %
-    (2 mel frames per token frame), which catches features of another frame rate or audio.
+    Features are read at each batch (``preload`` holds them in memory); log-mels are computed once, in memory.
+    Token and mel lengths must agree to within 10 % (2 mel frames per token frame), which catches features of
+    another frame rate or audio.
     Subclasses change the target (``_target``, ``frames_per_token``, ``target_unit``).
     """
 
@@ -224,9 +225,9 @@ class MelVocoderData(TokenASRData):
     target_unit = "mel frames"
 
     def __init__(self, feats_scp: str, data_dir: str, max_frames: Optional[int] = None,
-                 sample_rate: int = TARGET_SAMPLE_RATE):
+                 sample_rate: int = TARGET_SAMPLE_RATE, preload: bool = False):
         _check_sample_rate(sample_rate, f"{data_dir}")
-        super().__init__(feats_scp, None, max_frames)
+        super().__init__(feats_scp, None, max_frames, preload)
         if not self.utts:
             raise ValueError(f"{feats_scp}: no utterances (after max_frames={max_frames})")
         data = load_data_dir(data_dir)
