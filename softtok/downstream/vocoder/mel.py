@@ -42,7 +42,7 @@ from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
-from softtok.tokenizers.fileio import load_scp_dict, load_yaml, save_yaml
+from softtok.tokenizers.fileio import load_matrix, load_yaml, read_scp_entries, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
 
@@ -308,7 +308,8 @@ def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor],
     wav_scp: Dict[str, str] = {}
     seconds = 0.0
     with torch.no_grad():
-        for utt, matrix in sorted(load_scp_dict(feats).items()):
+        for utt, location in sorted(dict(read_scp_entries(feats)).items()):  # one utterance in RAM at a time
+            matrix = load_matrix(feats, utt, location)
             if len(matrix) == 0:
                 raise ValueError(f"{feats}: utterance {utt!r} has an empty token sequence")
             tokens, lengths = pad_token_inputs([head(torch.from_numpy(np.array(matrix, np.float32)).to(device))])
