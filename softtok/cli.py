@@ -29,6 +29,8 @@ def _add_dump_features(sub) -> None:
     p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
     p.add_argument("--batch-size", type=int, default=1, help="utterances per forward pass")
     p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--compress", action="store_true",
+                   help="Kaldi two-byte compressed matrices (CM2): half the disk, 16-bit steps of each matrix's range")
     p.set_defaults(func=_run_dump_features)
 
 
@@ -40,7 +42,7 @@ def _run_dump_features(args) -> Dict:
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     return dump_features(args.data_dir, args.feature, args.out_dir, nj=args.nj, shard=args.shard,
-                         batch_size=args.batch_size, merge=args.merge, **kwargs)
+                         batch_size=args.batch_size, merge=args.merge, compress=args.compress, **kwargs)
 
 
 def layer_list(text: str) -> List[int]:

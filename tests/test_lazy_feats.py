@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from softtok.cli import main
 from softtok.downstream.asr.data import TokenASRData
 from softtok.tokenizers.dump_features import dump_features
 from softtok.tokenizers.fileio import (UTT2NUM_FRAMES, ArkScpWriter, load_num_frames, load_scp_dict,
@@ -34,14 +35,16 @@ def test_header_shapes_of_every_kaldi_matrix_kind(tmp_path):
             "one": np.ones((1, 2), np.float32)}
     scp = tmp_path / "a.scp"
     kaldiio.save_ark(str(tmp_path / "a.ark"), mats, scp=str(scp))
-    for method in (1, 2, 3):  # CM (per-column), CM2 (two bytes), CM3 (one byte)
+    for method in (2, 3, 5):  # Kaldi's kSpeechFeature (CM), kTwoByteAuto (CM2), kOneByteAuto (CM3)
         kaldiio.save_ark(str(tmp_path / f"c{method}.ark"), {f"cm{method}": gen.normal(size=(20, 6)).astype(np.float32)},
                          scp=str(tmp_path / f"c{method}.scp"), compression_method=method)
-    lines = "".join((tmp_path / f"c{m}.scp").read_text() for m in (1, 2, 3))
+    lines = "".join((tmp_path / f"c{m}.scp").read_text() for m in (2, 3, 5))
     first_f32 = scp.read_text().splitlines()[0].split()[1]
     scp.write_text(scp.read_text() + lines + f"sliced {first_f32}[2:4]\n")  # a slice is read whole
     expected = {k: tuple(v.shape) for k, v in load_scp_dict(scp).items()}
-    assert expected["sliced"] == (3, 3) and expected["cm2"] == (20, 6)
+    assert expected["sliced"] == (3, 3) and expected["cm3"] == (20, 6)
+    tokens = [(tmp_path / f"c{m}.ark").read_bytes().split(b" ")[1] for m in (2, 3, 5)]  # after `key `
+    assert tokens == [b"\0BCM", b"\0BCM2", b"\0BCM3"]
     assert read_matrix_shapes(scp) == expected
 
 
@@ -67,6 +70,22 @@ def test_frame_counts_from_utt2num_frames_and_old_dumps(tone_dir, tmp_path, capl
     (tmp_path / "f" / UTT2NUM_FRAMES).write_text("utt_a three\n")
     with pytest.raises(ValueError, match=f"{UTT2NUM_FRAMES}:1: expected `utt frames`"):
         load_num_frames(scp)
+
+
+def test_compressed_dump_halves_the_arks_and_reads_back_as_float32(tone_dir, tmp_path):
+    for name, extra in (("plain", []), ("cm2", ["--compress"])):
+        assert main(["dump-features", "--data-dir", str(tone_dir), "--feature", "mfcc", "--nj", "2",
+                     "--out-dir", str(tmp_path / name)] + extra) == 0
+    sizes = {n: sum(p.stat().st_size for p in (tmp_path / n / "shards").glob("*.ark")) for n in ("plain", "cm2")}
+    assert 0.45 < sizes["cm2"] / sizes["plain"] < 0.55
+    plain = load_scp_dict(tmp_path / "plain" / "feats.scp")
+    data = TokenASRData(str(tmp_path / "cm2" / "feats.scp"))
+    assert (tmp_path / "cm2" / UTT2NUM_FRAMES).read_text() == (tmp_path / "plain" / UTT2NUM_FRAMES).read_text()
+    for utt, ref in plain.items():
+        mat = data.feats[utt]
+        step = (ref.max() - ref.min()) / 65535  # one 16-bit step of the matrix's range
+        assert mat.dtype == np.float32 and mat.shape == ref.shape
+        assert 0 < np.abs(mat - ref).max() <= step
 
 
 def _two_sources(tmp_path: Path, second: dict | None = None) -> str:

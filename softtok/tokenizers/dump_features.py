@@ -84,8 +84,8 @@ def _batches(utts: List[str], batch_size: int) -> List[List[str]]:
 
 
 def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, nshard: int,
-               batch_size: int = 1, progress: bool = True) -> Dict[str, Any]:
-    """Compute and write one shard's features; skip it when its done marker exists."""
+               batch_size: int = 1, progress: bool = True, compress: bool = False) -> Dict[str, Any]:
+    """Compute and write one shard's features (``compress``: Kaldi two-byte matrices); skip it when it is done."""
     paths = shard_paths(out_dir, rank, nshard)
     if paths["done"].exists():
         logger.info("shard %d/%d already done: %s", rank, nshard, paths["scp"])
@@ -94,7 +94,7 @@ def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, 
     utts = data.utt_ids[start:end]
     n_frames = 0
     t0 = time.perf_counter()
-    with ArkScpWriter(paths["ark"], paths["scp"]) as writer, logging_redirect_tqdm():
+    with ArkScpWriter(paths["ark"], paths["scp"], compress) as writer, logging_redirect_tqdm():
         bar = tqdm(total=len(utts), desc=f"{featurizer.name} shard {rank}/{nshard}", unit="utt",
                    disable=not progress, position=rank if nshard > 1 else None)
         for batch in _batches(utts, batch_size):
@@ -137,11 +137,11 @@ def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any]) -> Optional[P
 
 
 def _worker(args: Tuple) -> Dict[str, Any]:
-    data_dir, feature, feature_kwargs, out_dir, rank, nshard, batch_size = args
+    data_dir, feature, feature_kwargs, out_dir, rank, nshard, batch_size, compress = args
     torch.set_num_threads(1)
     data = load_data_dir(data_dir)
     featurizer = build_featurizer(feature, **feature_kwargs)
-    return dump_shard(data, featurizer, Path(out_dir), rank, nshard, batch_size)
+    return dump_shard(data, featurizer, Path(out_dir), rank, nshard, batch_size, compress=compress)
 
 
 def layer_dirs(out_dir: str, layers: List[int]) -> List[str]:
@@ -167,17 +167,19 @@ def dump_layers(data_dir: str, feature: str, out_dir: str, layers: List[int], **
 
 
 def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard: Optional[str] = None,
-                  batch_size: int = 1, merge: Optional[int] = None, **feature_kwargs: Any) -> Dict[str, Any]:
+                  batch_size: int = 1, merge: Optional[int] = None, compress: bool = False,
+                  **feature_kwargs: Any) -> Dict[str, Any]:
     """Dump features of a data dir: all shards with ``nj`` processes, one ``shard`` (i/N), or ``merge`` N done ones.
 
-    ``layer`` as a list of several layers dumps each to its own folder (:func:`dump_layers`).
+    ``layer`` as a list of several layers dumps each to its own folder (:func:`dump_layers`); ``compress`` writes
+    Kaldi two-byte compressed matrices (half the disk and reading; readers get float32).
     """
     layer = feature_kwargs.get("layer")
     if isinstance(layer, (list, tuple)):
         if len(layer) > 1:
             rest = {k: v for k, v in feature_kwargs.items() if k != "layer"}
             return dump_layers(data_dir, feature, out_dir, list(layer), nj=nj, shard=shard, batch_size=batch_size,
-                               merge=merge, **rest)
+                               merge=merge, compress=compress, **rest)
         feature_kwargs["layer"] = layer[0]
     t0 = time.perf_counter()
     data = load_data_dir(data_dir)  # validate before any work starts
@@ -190,12 +192,12 @@ def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard:
     todo = [r for r in ranks if not shard_paths(out, r, nshard)["done"].exists()]
     if len(todo) > 1:
         ctx = mp.get_context("spawn")
-        args = [(data_dir, feature, feature_kwargs, str(out), r, nshard, batch_size) for r in todo]
+        args = [(data_dir, feature, feature_kwargs, str(out), r, nshard, batch_size, compress) for r in todo]
         with ctx.Pool(len(todo)) as pool:
             pool.map(_worker, args)
     else:
         for r in todo:
-            dump_shard(data, featurizer, out, r, nshard, batch_size)
+            dump_shard(data, featurizer, out, r, nshard, batch_size, compress=compress)
     feats_scp = merge_shards(out, nshard, spec)
     summary = {"shards": nshard if merge is not None else len(ranks), "seconds": round(time.perf_counter() - t0, 1),
                "output": str(feats_scp or out / "shards")}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Tuple
 
 import kaldiio
+from kaldiio.compression_header import kTwoByteAuto
 import numpy as np
 import yaml
 
@@ -64,15 +65,20 @@ def save_npy(path: os.PathLike | str, array: np.ndarray) -> None:
             np.save(f, array)
 
 
+TWO_BYTE_COMPRESSION = kTwoByteAuto  # Kaldi's two-byte global-range compression (CM2)
+
+
 class ArkScpWriter:
     """Write matrices to ``<stem>.ark`` + ``<stem>.scp`` atomically.
 
     The scp names the final ark path, and both files appear only on :meth:`close`
-    after a successful run (use as a context manager).
+    after a successful run (use as a context manager). ``compress`` stores Kaldi two-byte compressed
+    matrices (CM2: per-matrix min/range, 16-bit steps; half the size, read back as float32 by kaldiio).
     """
 
-    def __init__(self, ark_path: os.PathLike | str, scp_path: os.PathLike | str):
+    def __init__(self, ark_path: os.PathLike | str, scp_path: os.PathLike | str, compress: bool = False):
         self.ark_path = Path(ark_path).absolute()
+        self.compression = TWO_BYTE_COMPRESSION if compress else None
         self.scp_path = Path(scp_path)
         self.ark_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_ark = self.ark_path.with_name(f"{self.ark_path.name}.tmp.{os.getpid()}")
@@ -80,11 +86,11 @@ class ArkScpWriter:
         self._scp_lines: List[str] = []
 
     def write(self, key: str, matrix: np.ndarray) -> None:
-        """Append one matrix (float32 matrices stay float32)."""
+        """Append one matrix (float32 matrices stay float32 unless compressed)."""
         if " " in key or not key:
             raise ValueError(f"bad ark key {key!r}")
         start = self._file.tell()
-        kaldiio.save_ark(self._file, {key: np.ascontiguousarray(matrix)})
+        kaldiio.save_ark(self._file, {key: np.ascontiguousarray(matrix)}, compression_method=self.compression)
         offset = start + len(key.encode()) + 1
         self._scp_lines.append(f"{key} {self.ark_path}:{offset}\n")
 
