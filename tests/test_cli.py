@@ -75,6 +75,8 @@ def test_cli_errors_are_one_line(so_data, tmp_path, caplog):
          "no.scp: file not found"),
         (["learn-kmeans", "--feats", str(feats / "feats.scp"), "--n-clusters", "8", "--portion", "0",
           "--out", "y.npy"], "--portion must be in (0, 1]"),
+        (["learn-kmeans", "--feats", str(feats / "feats.scp"), "--n-clusters", "8", "--backend", "sklearn",
+          "--kmeans-conf", "{gpu: true}", "--out", "y.npy"], "k-means backend 'sklearn' has no option 'gpu'"),
         (["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",
           "--out-dir", "z"], "needs --tau"),
         (["dump-tokens", "--feats", str(feats / "feats.scp"), "--kmeans", str(km), "--head", "soft",

@@ -23,7 +23,7 @@ from softtok.tokenizers.features.base import default_device
 from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_yaml,
                                        read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, build_head
-from softtok.tokenizers.kmeans import Codebook, learn_kmeans
+from softtok.tokenizers.kmeans import Codebook, check_options, learn_kmeans
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def run_learn_kmeans(feats: str, n_clusters: int, backend: str, out: str, portio
                      seed: int = 0, **options: Any) -> Dict[str, Any]:
     """Learn a codebook from a feats.scp and save ``out`` (.npy) + ``.yaml``."""
     t0 = time.perf_counter()
+    check_options(backend, options)
     spec = feature_spec_of(feats)
     x = load_frames(feats, portion, seed)
     logger.info("learning K=%d %s k-means on %d frames of dim %d", n_clusters, backend, *x.shape)

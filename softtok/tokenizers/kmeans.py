@@ -6,6 +6,7 @@ feature spec, backend, inertia, ...). Loading checks that features and centroids
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -206,11 +207,21 @@ def learn_sklearn(x: np.ndarray, k: int, seed: int = 0, max_iter: int = 100, bat
     return km.cluster_centers_.astype(np.float32)
 
 
+def check_options(backend: str, options: Dict[str, Any]) -> None:
+    """Refuse an unknown backend or an option the backend's learner does not take (before frames are loaded)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown k-means backend {backend!r}; choose from {list(BACKENDS)}")
+    learn = learn_faiss if backend == "faiss" else learn_sklearn
+    accepted = [name for name in inspect.signature(learn).parameters if name not in ("x", "k", "seed")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"k-means backend {backend!r} has no option {unknown[0]!r}; it takes {accepted}")
+
+
 def learn_kmeans(x: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
                  feature_spec: Optional[Dict[str, Any]] = None, **options: Any) -> Codebook:
     """Learn a codebook of ``k`` centroids from frames ``x`` (N, D) with ``backend``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown k-means backend {backend!r}; choose from {list(BACKENDS)}")
+    check_options(backend, options)
     if k < 1 or len(x) < k:
         raise ValueError(f"need at least K={k} frames to learn K centroids, got {len(x)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
