@@ -67,6 +67,41 @@ def test_smoke_recipe_results_cover_every_set(smoke):
         assert text in md, text
 
 
+def test_smoke_rankme_per_layer(smoke):
+    """Stage 9: RankMe of each layer of the tiny 2-layer HuBERT on dev."""
+    rankme = json.loads((smoke / "rankme.json").read_text())
+    assert [r["layer"] for r in rankme["rows"]] == [1, 2] and rankme["source"]["utts"] == 6
+    assert all(0 < r["rankme"] <= r["dim"] == 32 for r in rankme["rows"])
+    md = (smoke / "RANKME.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "2"], md
+    assert (smoke / "rankme.png").is_file()
+    assert "analyze rankme --data-dir" in (smoke / "exp" / "commands.txt").read_text()
+
+
+def test_smoke_recipe_multi_layer_tokens(smoke):
+    """--layers "1 2": one dump folder and one k-means per layer, models on the comma lists (stages 3-8 again)."""
+    root = smoke
+    out = _run(root, root / "corpora", "--layers", "1 2", "--stage", "3", "--stop_stage", "8", "--dump",
+               str(root / "dump_layers"), "--exp_dir", str(root / "exp_layers"), "--results_dir",
+               str(root / "layers"), timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for layer in (1, 2):
+        feats = load_yaml(root / "dump_layers" / f"hubert_l{layer}" / "train_clean_100" / "feats.yaml")
+        assert feats["layer"] == layer and feats["dim"] == 32
+        for k in (8, 16):
+            assert (root / "exp_layers" / "kmeans" / f"hubert_l{layer}_k{k}.npy").is_file()
+    assert not (root / "dump_layers" / "hubert").exists()
+    config = load_yaml(root / "exp_layers" / "asr_hard_k8" / "config.yaml")
+    assert list(config["kmeans"]) == [str(root / "exp_layers" / "kmeans" / f"hubert_l{n}_k8.npy") for n in (1, 2)]
+    results = json.loads((root / "layers" / "results.json").read_text())
+    assert set(results["training"]) == {"asr_hard_k8", "asr_hard_k16", "asr_continuous"}
+    for k in ("8", "16"):
+        for name in ["dev", *TEST_SETS]:
+            assert {"hard", "soft", "continuous"} <= set(results["K"][k][name]), name
+    assert "--layer 1,2" in (root / "exp_layers" / "commands.txt").read_text()
+
+
 def test_smoke_data_dirs(smoke):
     data = smoke / "data"
     assert len((data / "dev" / "wav.scp").read_text().splitlines()) == 6  # dev-clean 3 + dev-other 3
@@ -76,7 +111,7 @@ def test_smoke_data_dirs(smoke):
 
 def test_smoke_recipe_skips_done_stages_and_needs_a_checkpoint(smoke):
     out = _run(smoke, smoke / "corpora", timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 8
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
     env = {**os.environ, "PYTHON": sys.executable}
     out = subprocess.run([str(RECIPE), "--smoke", "true"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "--checkpoint" in out.stderr

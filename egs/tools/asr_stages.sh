@@ -7,18 +7,34 @@
 #   tokenizer              kmeans (default) | dmel (fbank log-mel channels binned; ks = bins per channel)
 #   ks km_portion train_conf train_nj soft_train_factor tau_factors search nj
 #   py data dump exp_dir results_dir (and $cmds from commands_log)
+#   layers                 optional: empty (default) = one stream in $dump/$feature; "L1 L2 ..." = one token stream per
+#                          SSL layer (feature_opts then has --layer L1,L2,...): $dump/${feature}_l<L>, a k-means per
+#                          layer and K, models trained and decoded on the comma lists (one embedding table per layer)
 
 softtok="$py -m softtok.cli"
 feats=$dump/$feature
 tokenizer=${tokenizer:-kmeans}
-codebook() { echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; }
+layers=${layers:-}
+if [ -n "$layers" ] && [ "$tokenizer" = dmel ]; then echo "asr_stages.sh: layers needs tokenizer=kmeans" >&2; exit 1; fi
+feat_dirs=$feats; dump_out=$feats   # one folder per stream; dump-features --out-dir ({layer} filled in per layer)
+if [ -n "$layers" ]; then
+  feat_dirs=$(for l in $layers; do echo "$dump/${feature}_l$l"; done); dump_out=$dump/${feature}_l{layer}
+fi
+join_commas() { local IFS=,; echo "$*"; }
+# shellcheck disable=SC2046,SC2086
+scps() { join_commas $(for d in $feat_dirs; do echo "$d/$1/feats.scp"; done); }   # scps SET: its feats.scp (comma list)
+codebook() {
+  # shellcheck disable=SC2046
+  if [ -n "$layers" ]; then join_commas $(for l in $layers; do echo "$exp_dir/kmeans/${feature}_l${l}_k$1.npy"; done)
+  else echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; fi
+}
 discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 
 if run_stage 3 "dump $feature features"; then
   for set in $train_set $dev_set $test_sets; do
     # shellcheck disable=SC2086
     run_sharded dump_${feature}_$set $softtok dump-features --data-dir $data/$set --feature $feature $feature_opts \
-      --out-dir $feats/$set
+      --out-dir $dump_out/$set
   done
   mark_done 3
 fi
@@ -27,6 +43,11 @@ if run_stage 4 "learn $tokenizer codebooks (K = $ks)"; then
   for k in $ks; do
     if [ "$tokenizer" = dmel ]; then
       log $softtok learn-dmel --feats $feats/$train_set/feats.scp --n-bins $k --portion $km_portion --out "$(codebook $k)"
+    elif [ -n "$layers" ]; then
+      for l in $layers; do
+        log $softtok learn-kmeans --feats $dump/${feature}_l$l/$train_set/feats.scp --n-clusters $k --backend faiss \
+          --portion $km_portion --out "$exp_dir/kmeans/${feature}_l${l}_k$k.npy"
+      done
     else
       log $softtok learn-kmeans --feats $feats/$train_set/feats.scp --n-clusters $k --backend faiss \
         --portion $km_portion --out "$(codebook $k)"
@@ -39,8 +60,8 @@ threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
 asr_train() {  # asr_train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
   local name=$1 head=$2; shift 2
   log_bg $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" --num-threads $threads \
-    --train-feats $feats/$train_set/feats.scp --train-text $data/$train_set/text \
-    --valid-feats $feats/$dev_set/feats.scp --valid-text $data/$dev_set/text --exp-dir $exp_dir/$name
+    --train-feats "$(scps $train_set)" --train-text $data/$train_set/text \
+    --valid-feats "$(scps $dev_set)" --valid-text $data/$dev_set/text --exp-dir $exp_dir/$name
 }
 if run_stage 5 "train ASR on hard tokens, continuous features (and soft/soft if soft_train_factor is set)"; then
   for k in $ks; do
@@ -56,7 +77,7 @@ fi
 if run_stage 6 "choose τ on $dev_set (sweep)"; then
   for model in $discrete_models; do
     # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats $feats/$dev_set/feats.scp \
+    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats "$(scps $dev_set)" \
       --text $data/$dev_set/text --factors $tau_factors
   done
   mark_done 6
@@ -65,7 +86,7 @@ fi
 if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
   for model in $discrete_models asr_continuous; do
     # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump $feats --data $data \
+    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump "$(join_commas $feat_dirs)" --data $data \
       --sets $dev_set $test_sets --search $search
   done
   mark_done 7

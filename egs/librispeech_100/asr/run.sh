@@ -3,12 +3,13 @@
 # train-clean-100 (k-means on ~30 h of it), an ESPnet-sized E-Branchformer CTC/attention model trained on hard tokens
 # (and on continuous features), decoded hard / soft(τ from dev) / continuous on test-clean/-other and out of domain:
 # TED-LIUM 2 test, CHiME-4 et05 real+simu (1 channel), L2-ARCTIC (per L1), speechocean762 test (+ ERJ if given).
-# Stages 1-2 here; 3-8 are egs/tools/asr_stages.sh (shared with egs/speechocean762/asr). Finished stages are skipped.
+# Stages 1-2 here; 3-8 are egs/tools/asr_stages.sh (shared with egs/speechocean762/asr); 9: RankMe of every SSL layer
+# on dev (an unsupervised layer probe). Finished stages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=8
+stop_stage=9
 corpus_root=/path/to/corpora            # default parent of the corpus folders below
 librispeech=                            # LibriSpeech/ (default $corpus_root/LibriSpeech)
 tedlium=                                # TEDLIUM_release2/
@@ -19,6 +20,7 @@ erj=                                    # ERJ folder with softtok_erj.tsv; empty
 feature=hubert                          # hubert | wavlm
 checkpoint=                             # HuBERT-large / WavLM-large checkpoint (fairseq .pt or HF dir); required
 layer=21
+layers=                                 # e.g. "9 15 21 22": one token stream per layer (k-means each), summed embeddings
 ks="128 1024 4096"
 km_portion=0.3                          # k-means on ~30 h of train-clean-100's 100.6 h
 train_conf=conf/train_gpu.yaml
@@ -27,6 +29,7 @@ search=greedy                           # greedy | beam
 soft_train_factor=                      # e.g. 0.02: also train soft/soft models; empty: off
 nj=1                                    # feature extraction jobs (one GPU: 1)
 train_nj=1                              # trainings at once (one GPU: 1)
+rankme_utts=200                         # stage 9: RankMe on this many evenly spaced dev utterances
 smoke=false                             # tiny subsets and model: every stage on fixture trees in CI
 data=data
 dump=dump
@@ -44,7 +47,8 @@ if [ -z "$checkpoint" ]; then echo "$0: --checkpoint (a $feature large checkpoin
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
 sets="$py -m softtok.recipes.sets"
-feature_opts="--checkpoint $checkpoint --layer $layer"
+layers=$(echo $layers)                  # "" = the single --layer; else one stream per layer ($dump/${feature}_l<L>)
+feature_opts="--checkpoint $checkpoint --layer $(echo ${layers:-$layer} | tr ' ' ,)"
 train_set=train_clean_100; dev_set=dev
 test_sets="test_clean test_other tedlium2_test chime4_et05_real chime4_et05_simu l2arctic speechocean762_test"
 [ -z "$erj" ] || test_sets="$test_sets erj"
@@ -75,4 +79,10 @@ fi
 subsets=""   # results per L1: l2arctic:arabic=l2arctic_arabic ...
 for d in "$data"/l2arctic_*/; do [ -d "$d" ] || continue; n=$(basename "$d"); subsets="$subsets l2arctic:${n#l2arctic_}=$n"; done
 . ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results
+
+if run_stage 9 "RankMe of every $feature layer on $dev_set (RANKME.md)"; then
+  log $softtok analyze rankme --data-dir $data/$dev_set --feature $feature --checkpoint $checkpoint \
+    --max-utts $rankme_utts --out-dir $results_dir
+  mark_done 9
+fi
 echo "== done"
