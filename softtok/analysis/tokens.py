@@ -21,7 +21,7 @@ from softtok.analysis.metrics import Contingency, GramStats, ScatterStats, purit
 from softtok.downstream.asr.train import load_trained
 from softtok.tokenizers.datadir import DataError, evenly_spaced, read_kaldi_map
 from softtok.tokenizers.fileio import iter_scp, load_yaml, read_scp_entries
-from softtok.tokenizers.heads import SoftHead
+from softtok.tokenizers.heads import SoftHead, TokenInput
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 
@@ -80,9 +80,8 @@ class TokenModel:
         ids, probs = logits.argmax(1), torch.softmax(logits, dim=1)
         self.joint["hard"].update(labels, ids=ids)
         self.joint["soft"].update(labels, probs=probs)
-        weight = self.embedding.table.weight
-        self.inputs["hard"].update(weight[ids], labels)
-        self.inputs["soft"].update(probs @ weight, labels)
+        self.inputs["hard"].update(self.embedding(TokenInput("ids", ids=ids)), labels)
+        self.inputs["soft"].update(self.embedding(TokenInput("probs", probs=probs)), labels)
 
     def result(self) -> Dict[str, Any]:
         return {"model": self.name, "K": self.k, "tau": self.tau,
@@ -97,12 +96,12 @@ class ContinuousInput:
         model, config, _ = load_trained(exp_dir)
         if config.get("feat_dim") is None:
             raise ValueError(f"{exp_dir}: not a continuous-input model")
-        self.linear = model.embedding.linear
+        self.embedding = model.embedding
         self.rep = Representation(n_classes, model=Path(exp_dir).name, head="continuous (W x + b)")
 
     @torch.inference_mode()
     def update(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        self.rep.update(self.linear(x), labels)
+        self.rep.update(self.embedding(TokenInput("feats", feats=x)), labels)
 
 
 def analyze_tokens(feats: str, labels_path: str, models: Sequence[str] = (), continuous_model: Optional[str] = None,
