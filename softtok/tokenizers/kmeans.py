@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -112,15 +112,17 @@ class Codebook:
         return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
 
 
-def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000) -> float:
+def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000,
+                          nearest: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
     """Median over frames of ‖x − c_nearest‖²: the distance scale that recipes express τ in.
 
-    Reads utterances of ``feats_scp`` in order until ``max_frames`` frames are seen.
+    Reads utterances of ``feats_scp`` in order until ``max_frames`` frames are seen. ``nearest`` maps a
+    (T, D) matrix to its nearest squared distances (default: each frame's, over the codebook's centroids).
     """
+    nearest = nearest or (lambda x: codebook.distances(x).min(dim=1).values)
     mins, n = [], 0
     for _, mat in iter_scp(feats_scp):
-        d2 = codebook.distances(torch.from_numpy(np.array(mat, dtype=np.float32)))
-        mins.append(d2.min(dim=1).values)
+        mins.append(nearest(torch.from_numpy(np.array(mat, dtype=np.float32))))
         n += len(mat)
         if n >= max_frames:
             break

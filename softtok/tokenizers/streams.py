@@ -16,7 +16,6 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 import torch
 
-from softtok.tokenizers.fileio import iter_scp
 from softtok.tokenizers.heads import Head, TokenInput, build_head, format_number
 from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
 
@@ -102,9 +101,7 @@ class ChannelHead:
         self.needs_codebook = True
 
     def __call__(self, x: torch.Tensor) -> List[TokenInput]:
-        self.codebook.check_features(x)
-        centres = torch.from_numpy(self.codebook.centroids).to(x.device)  # (K, C)
-        d2 = (x.float()[:, :, None] - centres.T[None]) ** 2  # (T, C, K)
+        d2 = channel_sqdist(self.codebook, x)
         if self.name == "hard":
             return [TokenInput("ids", ids=ids) for ids in d2.argmin(dim=2).unbind(1)]
         probs = torch.softmax(-(d2 - d2.min(dim=2, keepdim=True).values) / self.tau, dim=2)
@@ -218,26 +215,23 @@ def check_frame_counts(counts: Sequence[int], names: Sequence[str], utt: str) ->
             raise ValueError(f"{name}: utterance {utt!r} has {n} frames but {names[0]} has {counts[0]}")
 
 
+def channel_sqdist(codebook: Codebook, x: torch.Tensor) -> torch.Tensor:
+    """(T, C, K) squared distances of each frame's channel c to the K 1-D centres of a per-channel codebook."""
+    codebook.check_features(x)
+    centres = torch.from_numpy(codebook.centroids).to(x.device)  # (K, C)
+    return (x.float()[:, :, None] - centres.T[None]) ** 2
+
+
 def nearest_sqdist(codebook: Codebook, x: torch.Tensor) -> torch.Tensor:
     """Squared distance of each frame (T,), or each frame and channel (T·C,) if per-channel, to its nearest centre."""
     if not is_per_channel(codebook):
         return codebook.distances(x).min(dim=1).values
-    codebook.check_features(x)
-    centres = torch.from_numpy(codebook.centroids).to(x.device)  # (K, C)
-    return ((x.float()[None] - centres[:, None, :]) ** 2).min(dim=0).values.reshape(-1)
+    return channel_sqdist(codebook, x).min(dim=2).values.reshape(-1)
 
 
 def median_nearest_sqdist_any(codebook: Codebook, feats_scp: str, max_frames: int = 200_000) -> float:
     """:func:`median_nearest_sqdist`, over channels too for a per-channel codebook: the scale τ is expressed in."""
-    if not is_per_channel(codebook):
-        return median_nearest_sqdist(codebook, feats_scp, max_frames)
-    mins, n = [], 0
-    for _, mat in iter_scp(feats_scp):
-        mins.append(nearest_sqdist(codebook, torch.from_numpy(np.array(mat, dtype=np.float32))))
-        n += len(mat)
-        if n >= max_frames:
-            break
-    return float(torch.cat(mins).median())
+    return median_nearest_sqdist(codebook, feats_scp, max_frames, nearest=lambda x: nearest_sqdist(codebook, x))
 
 
 def tau_scales(codebooks: Sequence[Codebook], feats: Sequence[str]) -> List[float]:
