@@ -11,7 +11,7 @@ stop_stage=11
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 tokenizer=kmeans                       # kmeans | dmel (each fbank log-mel channel binned: ks = bins per channel)
-ks="128 1024"                          # k-means codebook sizes (dmel: bins per channel, e.g. 16 = 4 bits)
+ks=                                    # codebook sizes; default "128 1024" (dmel: bins per channel, default 16 = 4 bits)
 km_portion=0.34                        # k-means on a third of train_sp (~ the size of unperturbed train)
 train_conf=conf/train_cpu.yaml
 tau_factors="0.005 0.01 0.02 0.03 0.05 0.1 0.25 1"
@@ -35,8 +35,10 @@ if [ "$smoke" = true ]; then
 fi
 [ "$tokenizer" = kmeans ] || [ "$tokenizer" = dmel ] || { echo "$0: --tokenizer must be kmeans or dmel" >&2; exit 1; }
 if [ "$tokenizer" = dmel ]; then  # dMel bins the 80 fbank log-mel channels; its own exp and results folders
-  feature=fbank; exp_dir=${exp_dir:-exp_dmel}; results_dir=${results_dir:-results_dmel}; [ "$smoke" = true ] && ks=16
+  feature=fbank; exp_dir=${exp_dir:-exp_dmel}; results_dir=${results_dir:-results_dmel}; ks=${ks:-16}
+  [ "$smoke" = true ] && ks=16
 fi
+ks=${ks:-128 1024}
 exp_dir=${exp_dir:-exp}; results_dir=${results_dir:-.}
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
