@@ -141,3 +141,34 @@ def test_lazy_data_holds_index_not_matrices(tmp_path):
         tracemalloc.stop()
     assert lazy_peak < 0.01 * size, f"lazy construction peaked at {lazy_peak / 1e6:.1f} MB for {size / 1e6:.0f} MB"
     assert preload_peak > size
+
+
+def test_kmeans_frames_read_only_the_portion_into_one_array(tmp_path):
+    """load_frames reads only the drawn utterances, in scp order, into one array: peak memory is the result."""
+    from softtok.tokenizers.jobs import load_frames
+
+    lengths = {f"utt{i:03d}": 50 + i for i in range(200)}
+    scp = write_feats(tmp_path / "f", lengths, 128)
+    write_num_frames(scp)
+    mats = load_scp_dict(scp)
+    drawn = set(np.random.default_rng(3).choice(200, 50, replace=False).tolist())  # as load_frames draws them
+    keys = [key for i, key in enumerate(lengths) if i in drawn]
+    expected = np.concatenate([mats[key] for key in keys])
+    size = expected.nbytes
+    tracemalloc.start()
+    try:
+        x = load_frames(scp, portion=0.25, seed=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(x, expected)
+    assert peak < 1.3 * size, f"peak {peak / 1e6:.2f} MB for a {size / 1e6:.2f} MB result"
+
+
+def test_kmeans_frames_name_an_utterance_of_the_wrong_shape(tmp_path):
+    from softtok.tokenizers.jobs import load_frames
+
+    scp = write_feats(tmp_path / "f", {"a": 5, "b": 6}, 4)
+    Path(scp).with_name(UTT2NUM_FRAMES).write_text("a 5\nb 7\n")
+    with pytest.raises(ValueError, match=r"feats.scp: 'b' is 6x4, expected 7 frames of dim 4"):
+        load_frames(scp)
