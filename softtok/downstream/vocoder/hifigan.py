@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 from espnet2.gan_tts.hifigan import HiFiGANGenerator, HiFiGANMultiScaleMultiPeriodDiscriminator
 from espnet2.gan_tts.hifigan.loss import (DiscriminatorAdversarialLoss, FeatureMatchLoss, GeneratorAdversarialLoss,
@@ -48,8 +47,6 @@ from softtok.downstream.training import (EpochCheckpoints, cli_overrides, defaul
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_token_input,
                                             inference_head, load_trained, synth_settings, synthesize_waves)
-from softtok.tokenizers.datadir import DataDir
-from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 
@@ -67,7 +64,7 @@ DEFAULTS: Dict[str, Any] = {
     "lr": 2e-4, "betas": [0.8, 0.99], "weight_decay": 0.01, "lr_decay": 0.999, "grad_clip": 1000.0,
     "lambda_mel": 45.0, "lambda_feat_match": 2.0, "lambda_adv": 1.0, "mel_loss": {},
     "keep_nbest": 1, "max_valid_utts": 20, "embed_init": "random", "model": {}, "discriminator": {},
-    "preload_feats": False,
+    "preload_feats": False, "preload_targets": False,
 }
 
 
@@ -157,7 +154,7 @@ class GANLosses(nn.Module):
 
 
 class WaveVocoderData(MelVocoderData):
-    """Features of a feats.scp (read at each batch; heads run on the fly) paired with their 16 kHz waveforms in memory.
+    """Features of a feats.scp paired with their 16 kHz waveforms, both read when a batch is made (see the base class).
 
     Audio recorded below 16 kHz is refused: upsampled, it has nothing above its own Nyquist frequency,
     and a vocoder trained on it learns muffled speech.
@@ -165,36 +162,35 @@ class WaveVocoderData(MelVocoderData):
 
     frames_per_token = HOP
     target_unit = "samples"
+    min_native_rate = SAMPLE_RATE
 
-    def _target(self, data: DataDir, utt: str, sample_rate: int) -> torch.Tensor:
-        """The utterance's waveform at 16 kHz (resampled down from a higher rate)."""
-        wave = read_utterance(data, utt, sample_rate)
-        path, _ = data.audio_source(utt)
-        native = sf.info(path).samplerate
-        if native < sample_rate:
-            raise ValueError(f"utterance {utt!r}: {path} has sample rate {native} Hz; the hifigan vocoder needs "
-                             f"audio at {sample_rate} Hz or more (upsampled audio has nothing above {native // 2} Hz)")
+    def _make_target(self, wave: torch.Tensor) -> torch.Tensor:
+        """The waveform itself (resampled to 16 kHz on read)."""
         return wave
+
+    def _target_length(self, samples: int) -> int:
+        return samples
 
     def frames(self, utt: str) -> int:
         """Token frames with audio behind them: min(T_tok, samples // 320)."""
-        return min(self.num_frames[utt], len(self.targets[utt]) // HOP)
+        return min(self.num_frames[utt], self.targets.lengths[utt] // HOP)
 
     def segment_batches(self, batch_size: int, segment_frames: int, segments_per_utt: int,
-                        rng: np.random.Generator) -> List[List[str]]:
-        """Shuffled groups of ``batch_size`` utterances (each ``segments_per_utt`` times) long enough to crop."""
+                        rng: np.random.Generator) -> List[List[Tuple[str, int]]]:
+        """Shuffled groups of ``batch_size`` (utterance, start frame) crops, each utterance ``segments_per_utt``
+        times; all crops are drawn here so every DDP rank builds the same list before taking its share."""
         usable = [u for u in self.utts if self.frames(u) >= segment_frames]
         if not usable:
             raise ValueError(f"no utterance has {segment_frames} token frames (segment_frames) or more")
         order = [usable[i] for i in rng.permutation(len(usable) * segments_per_utt) % len(usable)]
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [[(u, int(rng.integers(0, self.frames(u) - segment_frames + 1))) for u in g] for g in groups]
 
-    def crop(self, utts: Sequence[str], head: Head, segment_frames: int, rng: np.random.Generator,
+    def crop(self, crops: Sequence[Tuple[str, int]], head: Head, segment_frames: int,
              device: str = "cpu") -> Tuple[TokenInput, torch.Tensor]:
-        """(TokenInput (B, L, …), waves (B, 1, 320·L)) of one random ``L = segment_frames`` crop per utterance."""
+        """(TokenInput (B, L, …), waves (B, 1, 320·L)) of ``L = segment_frames`` crops at the given start frames."""
         items, waves = [], []
-        for utt in utts:
-            start = int(rng.integers(0, self.frames(utt) - segment_frames + 1))
+        for utt, start in crops:
             feats = self.feats[utt][start:start + segment_frames]
             items.append(head(torch.from_numpy(feats).to(device)))
             waves.append(self.targets[utt][start * HOP:(start + segment_frames) * HOP])
@@ -244,7 +240,7 @@ def _run_epoch(gen, disc, losses, opt_g, opt_d, data: WaveVocoderData, head: Hea
     disc.train()
     with logging_redirect_tqdm():
         for group in tqdm(groups, desc=f"epoch {epoch}", unit="step", mininterval=10.0):
-            tokens, y = data.crop(group, head, conf["segment_frames"], rng, device)
+            tokens, y = data.crop(group, head, conf["segment_frames"], device)
             for k, v in _train_step(gen, disc, losses, opt_g, opt_d, tokens, y, conf["grad_clip"]).items():
                 totals[k] = totals.get(k, 0.0) + v
     return {**{k: v / len(groups) for k, v in totals.items()}, "steps": len(groups)}
@@ -264,8 +260,9 @@ def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid
     """(head, train data, valid data, config) of a run; writes ``config.yaml``."""
     codebook = load_codebook(kmeans, feats)
     head = build_head(head_name, codebook, **head_conf)
-    train_data = WaveVocoderData(feats, data_dir, preload=conf["preload_feats"])
-    valid_data = WaveVocoderData(valid_feats, valid_dir, preload=conf["preload_feats"]) if valid_feats else train_data
+    preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
+    train_data = WaveVocoderData(feats, data_dir, **preload)
+    valid_data = WaveVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
     config = mel_train.run_config(conf, "hifigan", head_name, head_conf, codebook, kmeans, feats, data_dir,
                                   train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
     save_yaml(exp / "config.yaml", config)
