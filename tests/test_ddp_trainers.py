@@ -1,6 +1,6 @@
-"""The ASR and mel-vocoder trainers under ``torchrun --standalone --nproc_per_node 2`` (gloo, CPU) on tiny sets.
+"""The ASR, mel- and HiFi-GAN vocoder trainers under ``torchrun --standalone --nproc_per_node 2`` (gloo, CPU) on tiny sets.
 
-ASR: one set of files, validation stats reduced over ranks, the model decodes, resume. Vocoder: the same, briefly.
+ASR: one set of files, validation stats reduced over ranks, the model decodes, resume. Vocoders: the same, briefly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from softtok.downstream.asr import train as asr_train
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.asr.model import CharTokenizer
+from softtok.downstream.vocoder import hifigan as voc_hifigan
 from softtok.downstream.vocoder import mel as voc_mel
 from softtok.downstream.vocoder import train as voc_train
 from softtok.tokenizers.datadir import read_kaldi_map, write_kaldi_map
@@ -167,3 +168,45 @@ def test_mel_vocoder_trains_on_two_ranks(toy, tmp_path):  # noqa: F811
     expected = voc_train._run_epoch(model, data, groups, head)  # the training set validates
     assert load_yaml(exp / "history.yaml")["history"][1]["valid_loss"] == pytest.approx(expected["loss"], rel=1e-5)
     voc_mel.load_trained(exp)
+
+
+HIFIGAN_SMOKE = REPO / "egs" / "piper_joe" / "voc" / "conf" / "hifigan_smoke.yaml"
+
+
+def train_hifigan(toy: Dict, exp: Path, max_epoch: int) -> subprocess.CompletedProcess:  # noqa: F811
+    """The HiFi-GAN trainer (smoke config: 6 crops a epoch in batches of 4 and 2, one per rank) on two ranks."""
+    return torchrun("softtok.downstream.vocoder.hifigan", "train", "--config", str(HIFIGAN_SMOKE), "--feats",
+                    toy["feats"], "--data-dir", toy["data"], "--kmeans", toy["kmeans"], "--head", "hard",
+                    "--exp-dir", str(exp), "--override", f"{{max_epoch: {max_epoch}}}")
+
+
+def test_hifigan_trains_on_two_ranks_and_resumes(toy, tmp_path):  # noqa: F811
+    exp = tmp_path / "hifigan"
+    out = train_hifigan(toy, exp, max_epoch=1)
+    assert out.stderr.count("distributed training: 2 ranks (gloo)") == 2  # the generator and the discriminator
+    assert _files(exp) == {"config.yaml", "train.log", "history.yaml", "model.pth", "checkpoints/epoch1.pth"}
+    assert out.stderr.count("training: epoch 1: ") == 1  # rank 1 logs warnings only
+    assert (exp / "train.log").read_text().count("epoch 1: ") == 1
+    record = load_yaml(exp / "history.yaml")["history"][0]
+    assert record["train_steps"] == 1  # two batches, one per rank
+    # validation: each rank scored one of the max_valid_utts = 2 utterances; the record is their mean
+    config = load_yaml(exp / "config.yaml")
+    gen = voc_hifigan.build_generator(config)
+    gen.load_state_dict(torch.load(exp / "checkpoints" / "epoch1.pth", weights_only=False)["model"])
+    data = voc_hifigan.WaveVocoderData(toy["feats"], toy["data"])
+    losses = voc_hifigan.GANLosses(config["mel_loss"], 45.0, 2.0, 1.0)
+    expected = voc_hifigan._validate(gen, data, data.utts[:2], build_head("hard", Codebook.load(toy["kmeans"])),
+                                     losses, "cpu")
+    assert record["valid_loss"] == pytest.approx(expected, rel=1e-5)
+    epoch1 = (exp / "checkpoints" / "epoch1.pth").read_bytes()
+    out = train_hifigan(toy, exp, max_epoch=2)
+    assert f"resumed from {exp / 'checkpoints' / 'epoch1.pth'}" in out.stderr
+    assert "training: epoch 1: " not in out.stderr and out.stderr.count("training: epoch 2: ") == 1
+    assert (exp / "checkpoints" / "epoch1.pth").read_bytes() == epoch1
+    history = load_yaml(exp / "history.yaml")["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and history[0] == record
+    state = torch.load(exp / "checkpoints" / "epoch2.pth", weights_only=False)
+    assert state["scheduler"]["last_epoch"] == 2 and state["extra"]["scheduler_d"]["last_epoch"] == 2
+    assert _files(exp) == {"config.yaml", "train.log", "history.yaml", "model.pth", "checkpoints/epoch1.pth",
+                           "checkpoints/epoch2.pth"}
+    voc_hifigan.synthesize(str(exp), toy["feats"], str(tmp_path / "synth"))

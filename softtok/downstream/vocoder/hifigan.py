@@ -17,7 +17,9 @@ per utterance, LSGAN, generator loss 45·mel L1 + 2·feature matching + 1·adver
 
 ``exp_dir`` gets ``train.log``, ``config.yaml``, ``checkpoints/epoch<N>.pth`` (generator, discriminator, both
 optimizers and schedulers), ``history.yaml`` and ``model.pth``: the generator weights averaged over the
-``keep_nbest`` epochs of lowest validation mel L1 (default 1: the best epoch).
+``keep_nbest`` epochs of lowest validation mel L1 (default 1: the best epoch). Under
+``torchrun --nproc_per_node N`` it trains data-parallel (:mod:`softtok.downstream.distributed`; see :func:`_train_step`).
+Training audio and features are read when a batch is made (:class:`WaveVocoderData`): only their index stays in RAM.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 from espnet2.gan_tts.hifigan import HiFiGANGenerator, HiFiGANMultiScaleMultiPeriodDiscriminator
 from espnet2.gan_tts.hifigan.loss import (DiscriminatorAdversarialLoss, FeatureMatchLoss, GeneratorAdversarialLoss,
@@ -42,14 +43,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
+from softtok.downstream import distributed
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
 from softtok.downstream.training import (EpochCheckpoints, cli_overrides, default_device, init_embedding,
                                         load_codebook, load_run_config, optimizer_step)
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_token_input,
                                             inference_head, load_trained, synth_settings, synthesize_waves)
-from softtok.tokenizers.datadir import DataDir
-from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 
@@ -67,7 +67,7 @@ DEFAULTS: Dict[str, Any] = {
     "lr": 2e-4, "betas": [0.8, 0.99], "weight_decay": 0.01, "lr_decay": 0.999, "grad_clip": 1000.0,
     "lambda_mel": 45.0, "lambda_feat_match": 2.0, "lambda_adv": 1.0, "mel_loss": {},
     "keep_nbest": 1, "max_valid_utts": 20, "embed_init": "random", "model": {}, "discriminator": {},
-    "preload_feats": False,
+    "preload_feats": False, "preload_targets": False,
 }
 
 
@@ -157,7 +157,7 @@ class GANLosses(nn.Module):
 
 
 class WaveVocoderData(MelVocoderData):
-    """Features of a feats.scp (read at each batch; heads run on the fly) paired with their 16 kHz waveforms in memory.
+    """Features of a feats.scp paired with their 16 kHz waveforms, both read when a batch is made (see the base class).
 
     Audio recorded below 16 kHz is refused: upsampled, it has nothing above its own Nyquist frequency,
     and a vocoder trained on it learns muffled speech.
@@ -165,36 +165,35 @@ class WaveVocoderData(MelVocoderData):
 
     frames_per_token = HOP
     target_unit = "samples"
+    min_native_rate = SAMPLE_RATE
 
-    def _target(self, data: DataDir, utt: str, sample_rate: int) -> torch.Tensor:
-        """The utterance's waveform at 16 kHz (resampled down from a higher rate)."""
-        wave = read_utterance(data, utt, sample_rate)
-        path, _ = data.audio_source(utt)
-        native = sf.info(path).samplerate
-        if native < sample_rate:
-            raise ValueError(f"utterance {utt!r}: {path} has sample rate {native} Hz; the hifigan vocoder needs "
-                             f"audio at {sample_rate} Hz or more (upsampled audio has nothing above {native // 2} Hz)")
+    def _make_target(self, wave: torch.Tensor) -> torch.Tensor:
+        """The waveform itself (resampled to 16 kHz on read)."""
         return wave
+
+    def _target_length(self, samples: int) -> int:
+        return samples
 
     def frames(self, utt: str) -> int:
         """Token frames with audio behind them: min(T_tok, samples // 320)."""
-        return min(self.num_frames[utt], len(self.targets[utt]) // HOP)
+        return min(self.num_frames[utt], self.targets.lengths[utt] // HOP)
 
     def segment_batches(self, batch_size: int, segment_frames: int, segments_per_utt: int,
-                        rng: np.random.Generator) -> List[List[str]]:
-        """Shuffled groups of ``batch_size`` utterances (each ``segments_per_utt`` times) long enough to crop."""
+                        rng: np.random.Generator) -> List[List[Tuple[str, int]]]:
+        """Shuffled groups of ``batch_size`` (utterance, start frame) crops, each utterance ``segments_per_utt``
+        times; all crops are drawn here so every DDP rank builds the same list before taking its share."""
         usable = [u for u in self.utts if self.frames(u) >= segment_frames]
         if not usable:
             raise ValueError(f"no utterance has {segment_frames} token frames (segment_frames) or more")
         order = [usable[i] for i in rng.permutation(len(usable) * segments_per_utt) % len(usable)]
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [[(u, int(rng.integers(0, self.frames(u) - segment_frames + 1))) for u in g] for g in groups]
 
-    def crop(self, utts: Sequence[str], head: Head, segment_frames: int, rng: np.random.Generator,
+    def crop(self, crops: Sequence[Tuple[str, int]], head: Head, segment_frames: int,
              device: str = "cpu") -> Tuple[TokenInput, torch.Tensor]:
-        """(TokenInput (B, L, …), waves (B, 1, 320·L)) of one random ``L = segment_frames`` crop per utterance."""
+        """(TokenInput (B, L, …), waves (B, 1, 320·L)) of ``L = segment_frames`` crops at the given start frames."""
         items, waves = [], []
-        for utt in utts:
-            start = int(rng.integers(0, self.frames(utt) - segment_frames + 1))
+        for utt, start in crops:
             feats = self.feats[utt][start:start + segment_frames]
             items.append(head(torch.from_numpy(feats).to(device)))
             waves.append(self.targets[utt][start * HOP:(start + segment_frames) * HOP])
@@ -205,70 +204,108 @@ class WaveVocoderData(MelVocoderData):
 # ----------------------------------------------------------------------------------------------- training
 
 
-def _train_step(gen: UnitHiFiGAN, disc: nn.Module, losses: GANLosses, opt_g, opt_d, tokens: TokenInput,
+def _split_batch(outputs: List[List[torch.Tensor]], n: int) -> Tuple[List[List[torch.Tensor]], List[List[torch.Tensor]]]:
+    """Discriminator outputs of a concatenated (first ``n`` | rest) batch as two output lists, one per part."""
+    return [[t[:n] for t in outs] for outs in outputs], [[t[n:] for t in outs] for outs in outputs]
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with ``requires_grad`` off: gradients flow through it to its input but none reach its parameters."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _train_step(gen: nn.Module, disc: nn.Module, losses: GANLosses, opt_g, opt_d, tokens: TokenInput,
                 y: torch.Tensor, grad_clip: float) -> Dict[str, float]:
-    """One HiFi-GAN step on (B, 1, S) target waves: the discriminator, then the generator."""
+    """One HiFi-GAN step on (B, 1, S) target waves: the discriminator, then the generator (either may be in DDP).
+
+    Under DDP each backward reduces one model's gradients once: D sees fake and real in one forward (one
+    backward, D's gradients reduced); the generator's adversarial and feature-matching losses go through the
+    bare, frozen D, so G's backward reduces G's gradients only. Losses are means over the rank's crops,
+    rescaled (:func:`distributed.scale_loss`) so an uneven split steps as the union batch would.
+    """
+    n = y.shape[0]
     y_hat = gen(tokens).unsqueeze(1)
-    d_loss, d_stats = losses.discriminator(disc(y_hat.detach()), disc(y))
-    optimizer_step(disc, opt_d, d_loss, grad_clip)
-    with torch.no_grad():
-        p = disc(y)
-    g_loss, g_stats = losses.generator(y_hat, y, disc(y_hat), p)
-    optimizer_step(gen, opt_g, g_loss, grad_clip)
+    p_fake, p_real = _split_batch(disc(torch.cat([y_hat.detach(), y])), n)
+    d_loss, d_stats = losses.discriminator(p_fake, p_real)
+    optimizer_step(disc, opt_d, distributed.scale_loss(d_loss, n), grad_clip)
+    with _frozen(distributed.unwrap(disc)) as bare:
+        with torch.no_grad():
+            p = bare(y)
+        g_loss, g_stats = losses.generator(y_hat, y, bare(y_hat), p)
+        optimizer_step(gen, opt_g, distributed.scale_loss(g_loss, n), grad_clip)
     return {**g_stats, **d_stats}
 
 
 @torch.no_grad()
 def _validate(gen: UnitHiFiGAN, data: WaveVocoderData, utts: Sequence[str], head: Head, losses: GANLosses,
               device: str) -> float:
-    """Mean mel L1 of whole utterances (the generator alone, as HiFi-GAN validates)."""
+    """Mean mel L1 of whole utterances (the generator alone, as HiFi-GAN validates); ranks share ``utts``."""
     gen.eval()
     total = 0.0
-    for utt in utts:
+    mine = distributed.shard(list(utts), drop_remainder=False)
+    for utt in mine:
         tokens, _ = pad_token_inputs([head(torch.from_numpy(data.feats[utt]).to(device))])
         y_hat = gen(tokens)
         y = data.targets[utt].to(device)
         n = min(y_hat.shape[-1], len(y))
         total += losses.mel(y_hat[:, None, :n], y[None, None, :n]).item()
     gen.train()
-    return total / max(len(utts), 1)
+    totals, count = distributed.sum_stats({"mel": total}, len(mine))
+    return totals.get("mel", 0.0) / max(count, 1)
 
 
 def _run_epoch(gen, disc, losses, opt_g, opt_d, data: WaveVocoderData, head: Head, conf: Dict[str, Any],
                epoch: int, device: str) -> Dict[str, float]:
-    """One pass of random crops over the training set; mean step stats."""
+    """One pass of random crops over the training set (this rank's share of the steps); step stats over all ranks."""
     rng = np.random.default_rng(conf["seed"] + epoch)
-    groups = data.segment_batches(conf["batch_size"], conf["segment_frames"], conf["segments_per_utt"], rng)
+    groups = distributed.shard(data.segment_batches(conf["batch_size"], conf["segment_frames"],
+                                                    conf["segments_per_utt"], rng))
     totals: Dict[str, float] = {}
     gen.train()
     disc.train()
     with logging_redirect_tqdm():
-        for group in tqdm(groups, desc=f"epoch {epoch}", unit="step", mininterval=10.0):
-            tokens, y = data.crop(group, head, conf["segment_frames"], rng, device)
+        for group in tqdm(groups, desc=f"epoch {epoch}", unit="step", mininterval=10.0,
+                          disable=not distributed.is_main()):
+            tokens, y = data.crop(group, head, conf["segment_frames"], device)
             for k, v in _train_step(gen, disc, losses, opt_g, opt_d, tokens, y, conf["grad_clip"]).items():
                 totals[k] = totals.get(k, 0.0) + v
-    return {**{k: v / len(groups) for k, v in totals.items()}, "steps": len(groups)}
+    summed, n = distributed.sum_stats(totals, len(groups))
+    return {**{k: v / max(n, 1) for k, v in summed.items()}, "steps": len(groups)}
 
 
 def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str = "hard",
           kmeans: Optional[str] = None, head_conf: Optional[Dict[str, Any]] = None,
           overrides: Optional[Dict[str, Any]] = None, valid_feats: Optional[str] = None,
           valid_data: Optional[str] = None, device: Optional[str] = None) -> Dict[str, Any]:
-    """Train (or resume) one HiFi-GAN unit-vocoder experiment and write ``model.pth`` (generator weights)."""
-    return mel_train.run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
-        config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats, valid_data,
-        device or default_device()))
+    """Train (or resume) one HiFi-GAN unit-vocoder experiment and write ``model.pth`` (generator weights).
+
+    Under ``torchrun --nproc_per_node N`` it trains data-parallel (:mod:`softtok.downstream.distributed`).
+    """
+    with distributed.session(device or default_device()) as device:
+        return mel_train.run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
+            config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats,
+            valid_data, device))
 
 
 def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid_feats, valid_dir):
-    """(head, train data, valid data, config) of a run; writes ``config.yaml``."""
+    """(head, train data, valid data, config) of a run; rank 0 writes ``config.yaml``."""
     codebook = load_codebook(kmeans, feats)
     head = build_head(head_name, codebook, **head_conf)
-    train_data = WaveVocoderData(feats, data_dir, preload=conf["preload_feats"])
-    valid_data = WaveVocoderData(valid_feats, valid_dir, preload=conf["preload_feats"]) if valid_feats else train_data
+    preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
+    train_data = WaveVocoderData(feats, data_dir, **preload)
+    valid_data = WaveVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
     config = mel_train.run_config(conf, "hifigan", head_name, head_conf, codebook, kmeans, feats, data_dir,
                                   train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
-    save_yaml(exp / "config.yaml", config)
+    if distributed.is_main():
+        save_yaml(exp / "config.yaml", config)
     return head, codebook, train_data, valid_data, config
 
 
@@ -291,9 +328,11 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
                 "%d frames, skipped) / %d valid utts, head %s", _millions(gen), _millions(disc),
                 len(train_data.utts), short, conf["segment_frames"], len(valid_data.utts), head.settings())
     valid_utts = valid_data.utts[:conf["max_valid_utts"]]
-    for epoch in range(checkpoints.resume(), conf["max_epoch"] + 1):
+    start_epoch = checkpoints.resume()
+    nets = distributed.wrap(gen, device), distributed.wrap(disc, device)  # DDP under torchrun; validation: bare
+    for epoch in range(start_epoch, conf["max_epoch"] + 1):
         t_epoch = time.perf_counter()
-        tr = _run_epoch(gen, disc, losses, *opts, train_data, head, conf, epoch, device)
+        tr = _run_epoch(*nets, losses, *opts, train_data, head, conf, epoch, device)
         for sched in scheds:
             sched.step()
         valid = _validate(gen, valid_data, valid_utts, head, losses, device)

@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -40,7 +42,7 @@ from torch import nn
 from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, read_utterance, write_audio
+from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, AudioError, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
 from softtok.tokenizers.fileio import load_matrix, load_yaml, read_scp_entries, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
@@ -212,20 +214,101 @@ class MelVocoder(nn.Module):
 # ----------------------------------------------------------------------------------------------- data
 
 
+def resampled_length(n: int, orig: int, new: int) -> int:
+    """Samples of an ``n``-sample signal after ``torchaudio.functional.resample(orig → new)``, without resampling.
+
+    Mirrors torchaudio's own ``ceil(new·n / orig)`` (rates reduced by their gcd, computed in float32) exactly.
+    """
+    if orig == new:
+        return n
+    g = math.gcd(orig, new)
+    return int(torch.ceil(torch.as_tensor(new // g * n / (orig // g))))
+
+
+class AudioTargets:
+    """Per-utterance training targets made from a data dir's audio when accessed; only paths and lengths stay in RAM.
+
+    ``make`` turns the (resampled) waveform into the target and ``length`` gives the target's length from the sample
+    count, so lengths for batching and cropping come from ``soundfile.info`` headers without reading any audio.
+    :meth:`preload` keeps chosen targets in memory, made exactly as on access, so batches are identical.
+    """
+
+    def __init__(self, data: DataDir, utts: Sequence[str], sample_rate: int,
+                 make: Callable[[torch.Tensor], torch.Tensor], length: Callable[[int], int],
+                 min_native_rate: Optional[int] = None):
+        self.data, self.sample_rate, self.make = data, sample_rate, make
+        infos: Dict[str, Any] = {}
+        self.num_samples = {u: self._num_samples(u, infos, min_native_rate) for u in utts}
+        self.lengths = {u: length(n) for u, n in self.num_samples.items()}
+        self._memory: Dict[str, torch.Tensor] = {}
+
+    def _num_samples(self, utt: str, infos: Dict[str, Any], min_native_rate: Optional[int]) -> int:
+        """The utterance's length in samples at ``sample_rate``, from the file header (one read per file)."""
+        path, segment = self.data.audio_source(utt)
+        if path not in infos:
+            try:
+                infos[path] = sf.info(path)
+            except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/OSError
+                raise AudioError(f"utterance {utt!r}: cannot read audio {path}: {str(exc).splitlines()[0]}") from None
+        info = infos[path]
+        if info.channels != 1:
+            raise AudioError(f"utterance {utt!r}: {path} has {info.channels} channels, expected mono")
+        if min_native_rate is not None and info.samplerate < min_native_rate:
+            raise AudioError(f"utterance {utt!r}: {path} has sample rate {info.samplerate} Hz; this vocoder needs "
+                             f"audio at {min_native_rate} Hz or more (upsampled audio has nothing above "
+                             f"{info.samplerate // 2} Hz)")
+        n = info.frames
+        if segment is not None:
+            start, stop = round(segment.start * info.samplerate), round(segment.end * info.samplerate)
+            if stop > info.frames:
+                raise AudioError(f"utterance {utt!r}: segment end {segment.end}s is past the end of {path}")
+            n = stop - start
+        if n <= 0:
+            raise AudioError(f"utterance {utt!r}: {path} is empty")
+        return resampled_length(n, info.samplerate, self.sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self.lengths
+
+    def __getitem__(self, utt: str) -> torch.Tensor:
+        held = self._memory.get(utt)
+        return held if held is not None else self.read(utt)
+
+    def read(self, utt: str) -> torch.Tensor:
+        """The utterance's target, read from its audio file now (checked against the indexed length)."""
+        wave = read_utterance(self.data, utt, self.sample_rate)
+        if len(wave) != self.num_samples[utt]:
+            path, _ = self.data.audio_source(utt)
+            raise AudioError(f"utterance {utt!r}: {path} gave {len(wave)} samples, its header promised "
+                             f"{self.num_samples[utt]} (file changed since the data was indexed?)")
+        return self.make(wave)
+
+    def preload(self, utts: Sequence[str]) -> None:
+        """Hold these utterances' targets in memory (small sets: saves reading and transforming each epoch)."""
+        self._memory = {u: self.read(u) for u in utts}
+        logger.info("%s: %d targets preloaded (%.1f MB)", self.data.path, len(self._memory),
+                    sum(t.numel() * t.element_size() for t in self._memory.values()) / 1e6)
+
+
 class MelVocoderData(TokenASRData):
     """Features of a feats.scp (heads run on the fly) paired with log-mel targets of a data dir's audio.
 
-    Features are read at each batch (``preload`` holds them in memory); log-mels are computed once, in memory.
-    Token and mel lengths must agree to within 10 % (2 mel frames per token frame), which catches features of
-    another frame rate or audio.
-    Subclasses change the target (``_target``, ``frames_per_token``, ``target_unit``).
+    Features and targets are read when a batch is collated (:class:`ScpFeatures`, :class:`AudioTargets`): only
+    the index (scp entries, audio paths, lengths) stays in memory unless ``preload`` (features) or
+    ``preload_targets``. Token and mel lengths must agree to within 10 % (2 mel frames per token frame), which
+    catches features of another frame rate or audio.
+    Subclasses change the target (``_make_target``, ``_target_length``, ``frames_per_token``, ``target_unit``).
     """
 
     frames_per_token = UPSAMPLE  # target frames per 20 ms token frame
     target_unit = "mel frames"
+    min_native_rate: Optional[int] = None  # audio recorded below this rate is refused
 
     def __init__(self, feats_scp: str, data_dir: str, max_frames: Optional[int] = None,
-                 sample_rate: int = TARGET_SAMPLE_RATE, preload: bool = False):
+                 sample_rate: int = TARGET_SAMPLE_RATE, preload: bool = False, preload_targets: bool = False):
         _check_sample_rate(sample_rate, f"{data_dir}")
         super().__init__(feats_scp, None, max_frames, preload)
         if not self.utts:
@@ -234,20 +317,27 @@ class MelVocoderData(TokenASRData):
         missing = [u for u in self.utts if u not in set(data.utt_ids)]
         if missing:
             raise ValueError(f"{data_dir}: utterance {missing[0]!r} of {feats_scp} has no audio ({len(missing)} missing)")
-        self.targets: Dict[str, torch.Tensor] = {}
+        empty = [u for u in self.utts if self.num_frames[u] == 0]
+        if empty:
+            raise ValueError(f"{feats_scp}: utterance {empty[0]!r} has an empty token sequence")
+        self.targets = AudioTargets(data, self.utts, sample_rate, self._make_target, self._target_length,
+                                    self.min_native_rate)
         for utt in self.utts:
-            if self.num_frames[utt] == 0:
-                raise ValueError(f"{feats_scp}: utterance {utt!r} has an empty token sequence")
-            self.targets[utt] = self._target(data, utt, sample_rate)
             self._check_length(utt)
+        if preload_targets:
+            self.targets.preload(self.utts)
 
-    def _target(self, data: DataDir, utt: str, sample_rate: int) -> torch.Tensor:
-        """The (T_mel, 80) log-mel of one utterance's audio."""
-        return log_mel(read_utterance(data, utt, sample_rate), sample_rate)
+    def _make_target(self, wave: torch.Tensor) -> torch.Tensor:
+        """The (T_mel, 80) log-mel of one utterance's 16 kHz audio."""
+        return log_mel(wave, self.targets.sample_rate)
+
+    def _target_length(self, samples: int) -> int:
+        """Log-mel frames of ``samples`` samples (centred STFT)."""
+        return 1 + samples // HOP_LENGTH
 
     def _check_length(self, utt: str) -> None:
         """Token and target lengths must agree to within 10 % (or two token frames)."""
-        n_tok, n, per = self.num_frames[utt], len(self.targets[utt]), self.frames_per_token
+        n_tok, n, per = self.num_frames[utt], self.targets.lengths[utt], self.frames_per_token
         if abs(per * n_tok - n) > max(2 * per, 0.1 * n):
             raise ValueError(f"utterance {utt!r}: {n_tok} token frames but {n} {self.target_unit}; expected "
                              f"{per} {self.target_unit} per token frame (20 ms)")

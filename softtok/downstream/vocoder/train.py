@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 30, "batch_frames": 4000, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 5.0,
     "keep_nbest": 3, "max_utt_frames": 1500, "model": {},
-    "embed_init": "random", "preload_feats": False,
+    "embed_init": "random", "preload_feats": False, "preload_targets": False,
 }
 
 
@@ -103,8 +103,9 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     conf = load_run_config(config_path, DEFAULTS, overrides)
     codebook = load_codebook(kmeans, feats)
     head = build_head(head_name, codebook, **head_conf)
-    train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"], preload=conf["preload_feats"])
-    valid_data = MelVocoderData(valid_feats, valid_dir, preload=conf["preload_feats"]) if valid_feats else train_data
+    preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
+    train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"], **preload)
+    valid_data = MelVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
     config = run_config(conf, "mel", head_name, head_conf, codebook, kmeans, feats, data_dir,
                         train_data.feats[train_data.utts[0]], mel=MEL_SETTINGS)
     if distributed.is_main():
