@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Callable, Dict
+import queue
+import threading
+from typing import Any, Callable, Dict, Iterable, Iterator, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotImplementedError)
 
@@ -35,3 +39,52 @@ def run_job(name: str, job: Callable[[], Dict[str, Any]], logger: logging.Logger
         return 1
     logger.info("%s done: %s", name, ", ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
+
+
+_END = object()
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Yield ``items`` in order, made up to ``depth`` ahead by a background thread (0: in this thread).
+
+    Batch reading (ark seeks, audio decoding, resampling, the head) then overlaps the training step on a
+    GPU; reading and torch ops mostly release the GIL. An error while making an item is raised here.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    ready: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: Any) -> bool:
+        """Queue ``entry`` unless the consumer has stopped (then False, and nothing waits forever)."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((_END, exc))
+
+    worker = threading.Thread(target=produce, name="prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()

@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from softtok.common import prefetch
 from softtok.downstream.embedding import pad_token_inputs
 from softtok.downstream.scoring import normalize_text
 from softtok.tokenizers.fileio import load_matrix, load_num_frames, read_scp_entries
@@ -136,7 +137,7 @@ class TokenASRData:
 
 
 def iterate(data: TokenASRData, groups: List[List[str]], head: Head, tokenizer: Optional[CharTokenizer],
-            device: str = "cpu") -> Iterator[Batch]:
-    """Collated batches of the given groups, in order."""
-    for group in groups:
-        yield data.collate(group, head, tokenizer, device)
+            device: str = "cpu", prefetch_batches: int = 0) -> Iterator[Batch]:
+    """Collated batches of the given groups, in order; ``prefetch_batches`` > 0 collates that many ahead in a
+    background thread (:func:`softtok.common.prefetch`), so reading overlaps a GPU step."""
+    return prefetch((data.collate(group, head, tokenizer, device) for group in groups), prefetch_batches)

@@ -43,6 +43,7 @@ DEFAULTS: Dict[str, Any] = {
     "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
     "embed_init": "random", "token_type": "char",
     "preload_feats": False,  # read features at each batch (memory: the index only); true holds them in RAM
+    "prefetch_batches": 0,  # > 0: collate that many batches ahead in a thread (GPU configs: reading overlaps steps)
 }
 
 
@@ -63,13 +64,14 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
 
 
 def _run_epoch(model, data, groups, head, tokenizer, optimizer=None, scheduler=None, grad_clip=5.0,
-               desc="", device="cpu") -> Dict[str, float]:
+               desc="", device="cpu", prefetch_batches: int = 0) -> Dict[str, float]:
     """One pass over ``groups``; trains when an optimizer is given. Returns utterance-weighted means over all ranks."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
     n = 0
     with torch.set_grad_enabled(optimizer is not None), logging_redirect_tqdm():
-        for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer, device), total=len(groups),
+        for _, tokens, lengths, ys, y_lens in tqdm(iterate(data, groups, head, tokenizer, device, prefetch_batches),
+                                                        total=len(groups),
                                                    desc=desc, unit="batch", leave=False,
                                                    disable=not distributed.is_main()):
             loss, stats = model(tokens, lengths, ys, y_lens)
@@ -142,9 +144,9 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
         distributed.seed_rank(conf["seed"], epoch)
         groups = distributed.shard(train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch))
         tr = _run_epoch(net, train_data, groups, head, tokenizer, optimizer, scheduler, conf["grad_clip"],
-                        desc=f"epoch {epoch} train", device=device)
+                        desc=f"epoch {epoch} train", device=device, prefetch_batches=conf["prefetch_batches"])
         va = _run_epoch(model, valid_data, valid_groups, head, tokenizer, desc=f"epoch {epoch} valid",
-                        device=device)
+                        device=device, prefetch_batches=conf["prefetch_batches"])
         checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
                           **{f"valid_{k}": v for k, v in va.items()}, "lr": optimizer.param_groups[0]["lr"],
                           "seconds": round(time.perf_counter() - t_epoch, 1)})

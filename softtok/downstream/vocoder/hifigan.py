@@ -42,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging
+from softtok.common import prefetch, run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
 from softtok.downstream.training import (EpochCheckpoints, cli_overrides, default_device, init_embedding,
@@ -68,6 +68,7 @@ DEFAULTS: Dict[str, Any] = {
     "lambda_mel": 45.0, "lambda_feat_match": 2.0, "lambda_adv": 1.0, "mel_loss": {},
     "keep_nbest": 1, "max_valid_utts": 20, "embed_init": "random", "model": {}, "discriminator": {},
     "preload_feats": False, "preload_targets": False,
+    "prefetch_batches": 0,  # > 0: crop that many batches ahead in a thread (GPU configs: reading overlaps steps)
 }
 
 
@@ -272,9 +273,10 @@ def _run_epoch(gen, disc, losses, opt_g, opt_d, data: WaveVocoderData, head: Hea
     gen.train()
     disc.train()
     with logging_redirect_tqdm():
-        for group in tqdm(groups, desc=f"epoch {epoch}", unit="step", mininterval=10.0,
-                          disable=not distributed.is_main()):
-            tokens, y = data.crop(group, head, conf["segment_frames"], device)
+        batches = prefetch((data.crop(group, head, conf["segment_frames"], device) for group in groups),
+                           conf["prefetch_batches"])
+        for tokens, y in tqdm(batches, total=len(groups), desc=f"epoch {epoch}", unit="step", mininterval=10.0,
+                              disable=not distributed.is_main()):
             for k, v in _train_step(gen, disc, losses, opt_g, opt_d, tokens, y, conf["grad_clip"]).items():
                 totals[k] = totals.get(k, 0.0) + v
     summed, n = distributed.sum_stats(totals, len(groups))

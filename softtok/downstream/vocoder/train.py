@@ -40,16 +40,19 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 30, "batch_frames": 4000, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 5.0,
     "keep_nbest": 3, "max_utt_frames": 1500, "model": {},
     "embed_init": "random", "preload_feats": False, "preload_targets": False,
+    "prefetch_batches": 0,  # > 0: make that many batches ahead in a thread (GPU configs: reading overlaps steps)
 }
 
 
-def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device="cpu") -> Dict[str, float]:
+def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device="cpu",
+               prefetch_batches: int = 0) -> Dict[str, float]:
     """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
     n = 0
     with torch.set_grad_enabled(optimizer is not None):
-        for _, tokens, lengths, target, target_lengths in iterate(data, groups, head, None, device):
+        for _, tokens, lengths, target, target_lengths in iterate(data, groups, head, None, device,
+                                                                              prefetch_batches):
             mel, mel_lengths = model(tokens, lengths)
             loss, stats = distributed.unwrap(model).loss(mel, mel_lengths, target, target_lengths)
             weight = int(torch.minimum(mel_lengths, target_lengths).sum())
@@ -126,9 +129,9 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
         t_epoch = time.perf_counter()
         distributed.seed_rank(conf["seed"], epoch)
         groups = distributed.shard(train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch))
-        tr = _run_epoch(net, train_data, groups, head, optimizer, conf["grad_clip"], device)
+        tr = _run_epoch(net, train_data, groups, head, optimizer, conf["grad_clip"], device, conf["prefetch_batches"])
         t_train = time.perf_counter() - t_epoch
-        va = _run_epoch(model, valid_data, valid_groups, head, device=device)
+        va = _run_epoch(model, valid_data, valid_groups, head, device=device, prefetch_batches=conf["prefetch_batches"])
         checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
                           **{f"valid_{k}": v for k, v in va.items()},
                           "train_seconds_per_1k_frames": round(1000 * t_train / max(n_frames, 1), 4),
