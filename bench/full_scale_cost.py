@@ -558,6 +558,10 @@ def render_markdown(r: Dict[str, Any]) -> str:
         lines.append(f"| ASR training {name}: {a['epochs']} epochs × {a['steps_per_epoch']} steps "
                      f"({a['utts_per_batch']} utts/step), {dev} | {row['flops']:.2e} | "
                      f"{row['cpu_hours_1thread']:.0f} | {_h(row['h100_hours_fp32'])} | {_h(row['h100_hours_bf16'])} |")
+    all_cpu = sum(row["cpu_hours_1thread"] for row in a["per_k"].values())
+    lines.append(f"| ASR training, all {len(a['per_k'])} models one after another | {a['all_models_flops']:.2e} | "
+                 f"{all_cpu:.0f} | {_h(gpu_range(a['all_models_flops'], 'fp32'))} | "
+                 f"{_h(gpu_range(a['all_models_flops'], 'bf16'))} |")
     for k, row in km["per_k"].items():
         cpu = row["lloyd_cpu_hours_1thread"]
         lines.append(f"| k-means K={k}: {km['niter']} Lloyd iterations on {row['points_used']:,} points (faiss) | "
@@ -572,12 +576,13 @@ def render_markdown(r: Dict[str, Any]) -> str:
         f"{v['steps_per_epoch']:,} steps/epoch × {v['epochs']} epochs = {v['total_steps']:,} steps per model, "
         f"{v['models']} models (hard, continuous).", "",
         "| stage | FLOPs | CPU hours, 1 thread (extrapolated from measured) | H100 hours fp32, estimate | "
-        "H100 hours bf16, estimate |", "|---|---|---|---|---|",
+        f"H100 hours TF32 ({H100_PEAK['tf32'] / 1e12:.1f} TFLOP/s), estimate | H100 hours bf16, estimate |",
+        "|---|---|---|---|---|---|",
         f"| HiFi-GAN training, one model ({v['step_flops']:.2e} FLOPs/step) | {v['flops_per_model']:.2e} | "
         f"{v['cpu_hours_1thread_per_model']:.0f} | {_h(gpu_range(v['flops_per_model'], 'fp32'))} | "
-        f"{_h(gpu_range(v['flops_per_model'], 'bf16'))} |",
+        f"{_h(gpu_range(v['flops_per_model'], 'tf32'))} | {_h(gpu_range(v['flops_per_model'], 'bf16'))} |",
         f"| HiFi-GAN training, both models | {v['flops']:.2e} | {2 * v['cpu_hours_1thread_per_model']:.0f} | "
-        f"{_h(v['h100_hours_fp32'])} | {_h(v['h100_hours_bf16'])} |", "",
+        f"{_h(v['h100_hours_fp32'])} | {_h(gpu_range(v['flops'], 'tf32'))} | {_h(v['h100_hours_bf16'])} |", "",
         "HiFi-GAN is convolution-bound with small channel counts at high sample rates (16–64 channels at 4–16 kHz); "
         "cuDNN runs its fp32 convolutions in TF32 by default, so the fp32 column is a pessimistic bound for the "
         "compute part and memory bandwidth may bound it instead. All GPU figures are estimates, not measurements.",
