@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,7 +144,7 @@ def test_smoke_recipe_rankme_per_layer(smoke):
     assert res["source"]["utts"] == len(load_data_dir(smoke / "data" / "dev").utt_ids)
     dumped = GramStats()
     for _, mat in iter_scp(smoke / "dump" / "whisper" / "dev" / "feats.scp"):  # stage 3, CTranslate2 encode()
-        dumped.update(mat)
+        dumped.update(np.array(mat))
     assert all(r["frames"] == dumped.frames and 1 < r["rankme"] <= r["dim"] == 384 for r in rows)
     assert rows[-1]["rankme"] == pytest.approx(dumped.rankme(), rel=1e-3)
     assert len({round(r["rankme"], 1) for r in rows}) == 4  # each layer its own value

@@ -109,6 +109,8 @@ def test_ct2_reader_variables_aliases_and_errors(tmp_path):
     assert torch.equal(model.variables["enc/w"], torch.from_numpy(weight))
     assert model.variables["enc/tied"].tolist() == [1.0, 2.0] and "dec/b" not in model.variables
     assert read_ct2_model(tmp_path, weights=False).variables == {}
+    with pytest.raises(ValueError, match="model.bin: a TestSpec model, not WhisperSpec"):
+        build_featurizer("whisper", checkpoint=str(tmp_path), layer=1)
     (tmp_path / "model.bin").write_bytes(_ct2_bytes(6, [("enc/w", weight)])[:-20])
     with pytest.raises(ValueError, match="model.bin: truncated model.bin"):
         read_ct2_model(tmp_path)

@@ -33,7 +33,8 @@ codebook() {
 # $results_dir/RANKME.md, rankme.json, rankme.png, listing the command log (the recipes' RankMe stage)
 rankme_layers() {
   local set=$1; shift
-  log $softtok analyze rankme --data-dir "$data/$set" --feature "$feature" "$@" --commands "$cmds" --out-dir "$results_dir"
+  log $softtok analyze rankme --data-dir "$data/$set" --feature "$feature" "$@" --commands "$cmds" \
+    --out-dir "$results_dir"
 }
 discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 

@@ -8,6 +8,7 @@ already dumped feats.scp files (one per layer or feature).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -42,7 +43,7 @@ class LayerOutputs:
 def rankme_layers(data_dir: str, feature: str, checkpoint: Optional[str], layers: Optional[Sequence[int]] = None,
                   max_utts: Optional[int] = 200, device: Optional[str] = None) -> Dict[str, Any]:
     """RankMe of each layer's frames over (an evenly spaced subset of) a data dir's utterances."""
-    data = load_data_dir(data_dir)
+    t0, data = time.perf_counter(), load_data_dir(data_dir)
     utts = evenly_spaced(data.utt_ids, max_utts) if max_utts else data.utt_ids
     outputs = LayerOutputs(feature, checkpoint, device)
     chosen = list(layers) if layers else list(range(1, outputs.num_layers + 1))
@@ -57,7 +58,7 @@ def rankme_layers(data_dir: str, feature: str, checkpoint: Optional[str], layers
     rows = [{"layer": l, "rankme": grams[l].rankme(), "frames": grams[l].frames, "dim": outputs.featurizer.dim}
             for l in chosen]
     source = {"data_dir": str(data_dir), "feature": feature, "checkpoint": outputs.featurizer.checkpoint,
-              "utts": len(utts)}
+              "utts": len(utts), "seconds": round(time.perf_counter() - t0, 1)}
     if outputs.featurizer.layers_note:
         source["note"] = outputs.featurizer.layers_note
     return {"source": source, "rows": rows}

@@ -25,7 +25,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from softtok.tokenizers.features.base import Featurizer, default_device, register_featurizer
-from softtok.tokenizers.features.ct2 import read_ct2_model
+from softtok.tokenizers.features.ct2 import CT2Model, read_ct2_model
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ class TorchWhisperEncoder(nn.Module):
     @classmethod
     def from_ct2(cls, model_dir: str) -> "TorchWhisperEncoder":
         """The encoder of a CTranslate2 Whisper model dir, weights in float32."""
-        ct2 = read_ct2_model(model_dir, ENCODER)
-        if ct2.spec != "WhisperSpec":
-            raise ValueError(f"{ct2.path}: a {ct2.spec} model, not WhisperSpec")
+        ct2 = _check_whisper(read_ct2_model(model_dir, ENCODER))
         v = ct2.variables
+        quantized = [n for n, t in v.items() if not t.is_floating_point() and n != ENCODER + "num_heads"]
+        if quantized:
+            raise ValueError(f"{ct2.path}: quantized weights ({quantized[0]}: {v[quantized[0]].dtype}) are not "
+                             "supported; convert with --quantization float16 or float32")
         num_layers = _num_blocks(v)
         dim, n_mels, _ = v[ENCODER + "conv1/weight"].shape
         model = cls(n_mels, dim, v[ENCODER + "layer_0/ffn/linear_0/weight"].shape[0],
@@ -123,9 +125,10 @@ class TorchWhisperEncoder(nn.Module):
         output gets the final layer norm."""
         n = len(self.layer) if num_layers is None else num_layers
         x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
-        if x.shape[1] > self.position_encodings.encodings.shape[0]:
-            raise ValueError(f"{x.shape[1]} encoder frames exceed the model's {len(self.position_encodings.encodings)}")
-        x = x + self.position_encodings.encodings[: x.shape[1]]
+        pos = self.position_encodings.encodings
+        if x.shape[1] > len(pos):
+            raise ValueError(f"{x.shape[1]} encoder frames exceed the model's {len(pos)} positions")
+        x = x + pos[: x.shape[1]]
         outs = []
         for block in self.layer[:n]:
             x = block(x)
@@ -144,7 +147,14 @@ def _torch_name(ct2_name: str) -> str:
 
 def count_whisper_layers(model_dir: str) -> int:
     """Encoder blocks of a CTranslate2 Whisper model (from the variable names; no weights read)."""
-    return _num_blocks(read_ct2_model(model_dir, weights=False).names)
+    return _num_blocks(_check_whisper(read_ct2_model(model_dir, weights=False)).names)
+
+
+def _check_whisper(model: CT2Model) -> CT2Model:
+    """``model`` itself; a model of another spec is a one-line error naming its file."""
+    if model.spec != "WhisperSpec":
+        raise ValueError(f"{model.path}: a {model.spec} model, not WhisperSpec")
+    return model
 
 
 def _num_blocks(names) -> int:
@@ -178,8 +188,8 @@ class WhisperEncoder(Featurizer):
         self._ct2, self._torch = None, None
         self.use_ct2 = self.layer in (None, self.num_layers)  # encode() gives the last layer, faster
         self.dim = int(self._encode(np.zeros((1, N_MELS, 2), dtype=np.float32)).shape[-1])
-        logger.info("%s: whisper layer %s/%d via %s", self.checkpoint, self.layer or self.num_layers,
-                    self.num_layers, "ctranslate2" if self.use_ct2 else "PyTorch")
+        logger.info("%s: whisper layer %s/%d, features via %s", self.checkpoint, self.layer or self.num_layers,
+                    self.num_layers, "ctranslate2 encode()" if self.use_ct2 else "PyTorch")
 
     @classmethod
     def count_layers(cls, checkpoint: Optional[str]) -> int:
