@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,12 +132,38 @@ def test_smoke_recipe_analysis(smoke):
 
 @needs_shared
 @needs_whisper
+def test_smoke_recipe_rankme_per_layer(smoke):
+    """Stage 12: RankMe of each Whisper tiny.en layer on all of dev; layer 4 (PyTorch) is the dumped dev features'."""
+    from softtok.analysis.metrics import GramStats
+    from softtok.tokenizers.datadir import load_data_dir
+    from softtok.tokenizers.fileio import iter_scp
+
+    res = json.loads((smoke / "rankme.json").read_text())
+    rows = res["rows"]
+    assert [r["layer"] for r in rows] == [1, 2, 3, 4] and res["source"]["feature"] == "whisper"
+    assert res["source"]["utts"] == len(load_data_dir(smoke / "data" / "dev").utt_ids)
+    dumped = GramStats()
+    for _, mat in iter_scp(smoke / "dump" / "whisper" / "dev" / "feats.scp"):  # stage 3, CTranslate2 encode()
+        dumped.update(np.array(mat))
+    assert all(r["frames"] == dumped.frames and 1 < r["rankme"] <= r["dim"] == 384 for r in rows)
+    assert rows[-1]["rankme"] == pytest.approx(dumped.rankme(), rel=1e-3)
+    assert len({round(r["rankme"], 1) for r in rows}) == 4  # each layer its own value
+    md = (smoke / "RANKME.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    assert [r.split("|")[1].strip() for r in table] == ["1", "2", "3", "4"], md
+    assert f"| {rows[0]['rankme']:.2f} |" in md and "final layer norm" in md
+    assert "## Commands" in md and "analyze rankme --data-dir" in md and "--feature whisper --max-utts 0" in md
+    assert (smoke / "rankme.png").stat().st_size > 1000
+
+
+@needs_shared
+@needs_whisper
 def test_smoke_recipe_skips_done_stages(smoke):
     env = {**os.environ, "PYTHON": sys.executable}
     out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
                           "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 11
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 12
 
 
 @needs_shared

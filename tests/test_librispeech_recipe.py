@@ -77,6 +77,7 @@ def test_smoke_rankme_per_layer(smoke):
     assert [r.split("|")[1].strip() for r in rows] == ["1", "2"], md
     assert (smoke / "rankme.png").is_file()
     assert "analyze rankme --data-dir" in (smoke / "exp" / "commands.txt").read_text()
+    assert "## Commands" in md and "analyze rankme --data-dir" in md.split("## Commands")[1]
 
 
 def test_smoke_recipe_multi_layer_tokens(smoke):

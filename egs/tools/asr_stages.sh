@@ -7,6 +7,7 @@
 #   tokenizer              kmeans (default) | dmel (fbank log-mel channels binned; ks = bins per channel)
 #   ks km_portion train_conf train_nj soft_train_factor tau_factors search nj
 #   py data dump exp_dir results_dir (and $cmds from commands_log)
+# and defines rankme_layers (below) for the recipes' RankMe-per-layer stage.
 #   layers                 optional: empty (default) = one stream in $dump/$feature; "L1 L2 ..." = one token stream per
 #                          SSL layer (feature_opts then has --layer L1,L2,...): $dump/${feature}_l<L>, a k-means per
 #                          layer and K, models trained and decoded on the comma lists (one embedding table per layer)
@@ -27,6 +28,13 @@ codebook() {
   # shellcheck disable=SC2046
   if [ -n "$layers" ]; then join_commas $(for l in $layers; do echo "$exp_dir/kmeans/${feature}_l${l}_k$1.npy"; done)
   else echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; fi
+}
+# rankme_layers SET [OPTS]: RankMe of every $feature encoder layer on data/SET (softtok analyze rankme OPTS) ->
+# $results_dir/RANKME.md, rankme.json, rankme.png, listing the command log (the recipes' RankMe stage)
+rankme_layers() {
+  local set=$1; shift
+  log $softtok analyze rankme --data-dir "$data/$set" --feature "$feature" "$@" --commands "$cmds" \
+    --out-dir "$results_dir"
 }
 discrete_models=$(for k in $ks; do echo asr_hard_k$k; [ -z "$soft_train_factor" ] || echo asr_soft_k$k; done)
 

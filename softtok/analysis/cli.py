@@ -59,16 +59,18 @@ def _add_analyze(sub) -> None:
     t.add_argument("--commands", default="", help="command log to list in ANALYSIS.md")
     t.add_argument("--out-dir", required=True)
     t.set_defaults(func=_run_tokens)
-    r = kinds.add_parser("rankme", help="RankMe per SSL layer (or per dumped feats.scp)",
+    r = kinds.add_parser("rankme", help="RankMe per encoder layer (SSL or Whisper) or per dumped feats.scp",
                          description="Either --data-dir with --feature/--checkpoint (every layer in one pass) "
                                      "or --feats F1 F2 ...; writes RANKME.md, rankme.json, rankme.png.")
     r.add_argument("--data-dir")
-    r.add_argument("--feature", choices=["hubert", "wavlm", "wav2vec2"])
-    r.add_argument("--checkpoint")
+    r.add_argument("--feature", choices=["hubert", "wavlm", "wav2vec2", "whisper"])
+    r.add_argument("--checkpoint", help="SSL checkpoint (required) or CTranslate2 Whisper dir (default: tiny.en)")
     r.add_argument("--layers", type=int, nargs="*", help="1-based layers (default: all)")
     r.add_argument("--feats", nargs="*", default=[])
-    r.add_argument("--max-utts", type=int, default=200, help="utterances (data dir: evenly spaced; feats: the first N)")
+    r.add_argument("--max-utts", type=int, default=200,
+                   help="utterances (data dir: evenly spaced; feats: the first N); 0: all")
     r.add_argument("--device")
+    r.add_argument("--commands", default="", help="command log to list in RANKME.md")
     r.add_argument("--out-dir", required=True)
     r.set_defaults(func=_run_rankme)
 
@@ -89,16 +91,17 @@ def _run_tokens(args) -> Dict[str, Any]:
 def _run_rankme(args) -> Dict[str, Any]:
     from softtok.analysis.layers import rankme_feats, rankme_layers
     from softtok.analysis.report import write_rankme_report
+    from softtok.recipes.common import read_commands
 
     if bool(args.feats) == bool(args.data_dir):
         raise ValueError("analyze rankme: give either --feats or --data-dir (with --feature and --checkpoint)")
     if args.data_dir:
-        if not (args.feature and args.checkpoint):
-            raise ValueError("analyze rankme --data-dir needs --feature and --checkpoint")
+        if not args.feature or (args.feature != "whisper" and not args.checkpoint):
+            raise ValueError("analyze rankme --data-dir needs --feature (and --checkpoint unless whisper)")
         result = rankme_layers(args.data_dir, args.feature, args.checkpoint, args.layers, args.max_utts, args.device)
     else:
         result = rankme_feats(args.feats, args.max_utts)
-    write_rankme_report(result, args.out_dir)
+    write_rankme_report(result, args.out_dir, read_commands(args.commands))
     best = max(result["rows"], key=lambda r: r["rankme"])
     return {"rows": len(result["rows"]), "best_rankme": round(best["rankme"], 2),
             "best_layer": best.get("layer"), "output": f"{args.out_dir}/RANKME.md"}

@@ -1,14 +1,14 @@
-"""RankMe per encoder layer: an unsupervised probe of which SSL layer carries the most dimensions.
+"""RankMe per encoder layer: an unsupervised probe of which layer carries the most dimensions.
 
-One forward pass per utterance through all layers of an SSL featurizer (forward hooks on the
-transformer layers give every layer's output, the same as ``--layer N`` features), or RankMe of
+One forward pass per utterance through all layers of an encoder featurizer (SSL or Whisper; its
+``layer_outputs`` gives every layer's output, the same as ``--layer N`` features), or RankMe of
 already dumped feats.scp files (one per layer or feature).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -17,51 +17,39 @@ from softtok.analysis.metrics import GramStats
 from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.datadir import evenly_spaced, load_data_dir
 from softtok.tokenizers.features import build_featurizer
+from softtok.tokenizers.features.base import featurizer_class
 from softtok.tokenizers.fileio import iter_scp
 from softtok.tokenizers.jobs import feature_spec_of
 
 logger = logging.getLogger(__name__)
 
 
-def ssl_num_layers(checkpoint: str) -> int:
-    """Transformer layers of an SSL checkpoint (HF dir or fairseq .pt)."""
-    from softtok.tokenizers.features.ssl import load_ssl_model
-
-    return int(load_ssl_model(Path(checkpoint).expanduser().resolve()).arch["num_layers"])
-
-
 class LayerOutputs:
-    """Every transformer layer's output (T, dim) of one SSL featurizer built to its last layer."""
+    """Every layer's output (T, dim) of one encoder featurizer (SSL or Whisper) built to its last layer."""
 
-    def __init__(self, feature: str, checkpoint: str, device: Optional[str] = None):
-        n = ssl_num_layers(checkpoint)
-        self.featurizer = build_featurizer(feature, checkpoint=checkpoint, layer=n, device=device or "cpu")
-        self.num_layers, self._outs = n, []
-        for layer in self.featurizer.model.encoder.transformer.layers:
-            layer.register_forward_hook(lambda _m, _i, out: self._outs.append(out[0]))
+    def __init__(self, feature: str, checkpoint: Optional[str], device: Optional[str] = None):
+        self.num_layers = featurizer_class(feature).count_layers(checkpoint)
+        self.featurizer = build_featurizer(feature, checkpoint=checkpoint, layer=self.num_layers,
+                                           device=device or "cpu")
 
     def __call__(self, wave: torch.Tensor) -> List[torch.Tensor]:
         """[layer 1 output, ..., layer N output] of one 16 kHz waveform, each (T, dim)."""
-        self._outs.clear()
-        last = self.featurizer(wave)
-        if not len(last):
-            return [last] * self.num_layers
-        outs = [o[0].float().cpu() for o in self._outs]
+        outs = self.featurizer.layer_outputs(wave)
         if len(outs) != self.num_layers:
-            raise RuntimeError(f"captured {len(outs)} layer outputs for {self.num_layers} layers")
+            raise RuntimeError(f"got {len(outs)} layer outputs for {self.num_layers} layers")
         return outs
 
 
-def rankme_layers(data_dir: str, feature: str, checkpoint: str, layers: Optional[Sequence[int]] = None,
+def rankme_layers(data_dir: str, feature: str, checkpoint: Optional[str], layers: Optional[Sequence[int]] = None,
                   max_utts: Optional[int] = 200, device: Optional[str] = None) -> Dict[str, Any]:
     """RankMe of each layer's frames over (an evenly spaced subset of) a data dir's utterances."""
-    data = load_data_dir(data_dir)
+    t0, data = time.perf_counter(), load_data_dir(data_dir)
     utts = evenly_spaced(data.utt_ids, max_utts) if max_utts else data.utt_ids
     outputs = LayerOutputs(feature, checkpoint, device)
     chosen = list(layers) if layers else list(range(1, outputs.num_layers + 1))
     bad = [l for l in chosen if not 1 <= l <= outputs.num_layers]
     if bad:
-        raise ValueError(f"layer {bad[0]} out of range 1..{outputs.num_layers} for {checkpoint}")
+        raise ValueError(f"layer {bad[0]} out of range 1..{outputs.num_layers} for {outputs.featurizer.checkpoint}")
     grams = {l: GramStats() for l in chosen}
     for utt in utts:
         per_layer = outputs(read_utterance(data, utt))
@@ -69,8 +57,11 @@ def rankme_layers(data_dir: str, feature: str, checkpoint: str, layers: Optional
             grams[l].update(per_layer[l - 1])
     rows = [{"layer": l, "rankme": grams[l].rankme(), "frames": grams[l].frames, "dim": outputs.featurizer.dim}
             for l in chosen]
-    return {"source": {"data_dir": str(data_dir), "feature": feature, "checkpoint": str(checkpoint),
-                       "utts": len(utts)}, "rows": rows}
+    source = {"data_dir": str(data_dir), "feature": feature, "checkpoint": outputs.featurizer.checkpoint,
+              "utts": len(utts), "seconds": round(time.perf_counter() - t0, 1)}
+    if outputs.featurizer.layers_note:
+        source["note"] = outputs.featurizer.layers_note
+    return {"source": source, "rows": rows}
 
 
 def rankme_feats(feats: Sequence[str], max_utts: Optional[int] = None) -> Dict[str, Any]:

@@ -81,8 +81,7 @@ for d in "$data"/l2arctic_*/; do [ -d "$d" ] || continue; n=$(basename "$d"); su
 . ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results
 
 if run_stage 9 "RankMe of every $feature layer on $dev_set (RANKME.md)"; then
-  log $softtok analyze rankme --data-dir $data/$dev_set --feature $feature --checkpoint $checkpoint \
-    --max-utts $rankme_utts --out-dir $results_dir
+  rankme_layers $dev_set --checkpoint "$checkpoint" --max-utts $rankme_utts
   mark_done 9
 fi
 echo "== done"

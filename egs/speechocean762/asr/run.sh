@@ -2,12 +2,13 @@
 # speechocean762 token ASR: train on hard k-means tokens, decode hard / soft(τ from dev) / continuous,
 # in domain (test, adults/children) and out of domain (babble noise at 10/0 dB, accented FSDD digits).
 # Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN). Stages 3-8 are
-# egs/tools/asr_stages.sh, shared with egs/librispeech_100/asr.
+# egs/tools/asr_stages.sh, shared with egs/librispeech_100/asr; 9-11: phone analysis (ANALYSIS.md); 12: RankMe of
+# every encoder layer on dev (RANKME.md; an unsupervised layer probe, as librispeech_100's stage 9).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=11
+stop_stage=12
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 tokenizer=kmeans                       # kmeans | dmel (each fbank log-mel channel binned: ks = bins per channel)
@@ -23,6 +24,7 @@ phone_conf=conf/phone_ctc_cpu.yaml     # stages 9-11: phone CTC model for frame 
 align_sets=test                        # sets aligned in stage 10 (e.g. "train_sp dev test")
 analysis_set=test                      # the set ANALYSIS.md measures (must be in align_sets)
 analysis_max_utts=                     # an evenly spaced subset of it (empty: all)
+rankme_utts=0                          # stage 12: RankMe on this many evenly spaced dev utterances (0: all)
 smoke=false                            # tiny subsets and model: every stage in about two minutes
 data=data
 dump=dump
@@ -75,7 +77,7 @@ subsets="test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsd
 
 resource=$data_root/speechocean762/resource
 if [ "$tokenizer" = dmel ] && [ "$stop_stage" -ge 9 ]; then  # the phone analysis measures k-means tokens
-  echo "== stages 9-11: skipped with --tokenizer dmel"; stop_stage=8
+  echo "== stages 9-12: skipped with --tokenizer dmel"; stop_stage=8
 fi
 if run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
   for set in train_sp dev $align_sets; do
@@ -104,5 +106,13 @@ if run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)
     --models $(for k in $ks; do echo $exp_dir/asr_hard_k$k; done) --continuous-model $exp_dir/asr_continuous \
     ${analysis_max_utts:+--max-utts $analysis_max_utts} --commands $cmds --out-dir $results_dir
   mark_done 11
+fi
+
+if [[ " whisper hubert wavlm wav2vec2 " != *" $feature "* ]] && [ "$stop_stage" -ge 12 ]; then
+  echo "== stage 12: skipped (feature $feature has no encoder layers)"; stop_stage=11
+fi
+if run_stage 12 "RankMe of every $feature encoder layer on $dev_set (RANKME.md)"; then
+  rankme_layers $dev_set --max-utts $rankme_utts
+  mark_done 12
 fi
 echo "== done"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Type
 
 import torch
 
@@ -17,6 +17,7 @@ class Featurizer:
     name: str = ""
     dim: int = 0
     frame_rate: float = 0.0
+    layers_note: str = ""  # what ``layer`` N means, where a report should say it
 
     def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -24,6 +25,15 @@ class Featurizer:
     def batch(self, waves: List[torch.Tensor]) -> List[torch.Tensor]:
         """Features of several utterances; the default runs them one at a time."""
         return [self(w) for w in waves]
+
+    @classmethod
+    def count_layers(cls, checkpoint: Optional[str]) -> int:
+        """Layers a ``layer`` option can pick in ``checkpoint`` (encoders only)."""
+        raise ValueError(f"feature {cls.name!r} has no encoder layers")
+
+    def layer_outputs(self, wave_16k: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs (T, dim) of layers 1..``self.layer`` of one waveform, in one pass (encoders only)."""
+        raise ValueError(f"feature {self.name!r} has no encoder layers")
 
     def spec(self) -> Dict[str, Any]:
         """What identifies these features (written to feats.yaml, checked by k-means)."""
@@ -43,13 +53,19 @@ def register_featurizer(name: str) -> Callable:
     return wrap
 
 
-def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optional[int] = None,
-                     device: Optional[str] = None, **options: Any) -> Featurizer:
-    """Build a registered featurizer; unknown names or options are one-line errors."""
+def featurizer_class(name: str) -> Type[Featurizer]:
+    """The registered featurizer class of ``name``; an unknown name is a one-line error."""
     from softtok.tokenizers import features  # noqa: F401  (populates the registry)
 
     if name not in FEATURIZERS:
         raise ValueError(f"unknown feature {name!r}; choose from {sorted(FEATURIZERS)}")
+    return FEATURIZERS[name]
+
+
+def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optional[int] = None,
+                     device: Optional[str] = None, **options: Any) -> Featurizer:
+    """Build a registered featurizer; unknown names or options are one-line errors."""
+    cls = featurizer_class(name)
     kwargs = dict(options)
     if checkpoint is not None:
         kwargs["checkpoint"] = checkpoint
@@ -58,7 +74,7 @@ def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optiona
     if device is not None:
         kwargs["device"] = device
     try:
-        return FEATURIZERS[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"feature {name!r}: bad options {sorted(kwargs)}: {exc}") from None
 

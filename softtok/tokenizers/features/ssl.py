@@ -496,16 +496,28 @@ class SSLFeaturizer(Featurizer):
         wave = wave.float()
         return F.layer_norm(wave, wave.shape) if self.normalize and wave.numel() else wave
 
+    @classmethod
+    def count_layers(cls, checkpoint: Optional[str]) -> int:
+        """Transformer layers of an SSL checkpoint (HF dir or fairseq .pt)."""
+        if not checkpoint:
+            raise ValueError(f"feature {cls.name!r} needs a checkpoint (fairseq .pt file or Hugging Face model dir)")
+        return int(load_ssl_model(Path(checkpoint).expanduser().resolve()).arch["num_layers"])
+
     def _forward(self, waves: torch.Tensor, lengths: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Layer ``self.layer`` output (B, T, dim) and valid frame counts (None without ``lengths``)."""
-        if self.name == "wavlm":
-            return self._wavlm_forward(waves, lengths)
-        outputs, frames = self.model.extract_features(waves, lengths, num_layers=self.layer)
+        outputs, frames = self._forward_layers(waves, lengths)
         return outputs[-1], frames
 
+    def _forward_layers(self, waves: torch.Tensor, lengths: Optional[torch.Tensor]
+                        ) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
+        """Outputs (B, T, dim) of layers 1..``self.layer`` and valid frame counts."""
+        if self.name == "wavlm":
+            return self._wavlm_forward(waves, lengths)
+        return self.model.extract_features(waves, lengths, num_layers=self.layer)
+
     def _wavlm_forward(self, waves: torch.Tensor, lengths: Optional[torch.Tensor]
-                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                       ) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
         """WavLM layers by hand: torchaudio's Encoder passes the padding mask as ``attention_mask``,
         which WavLMSelfAttention rejects; it takes it as ``key_padding_mask``."""
         x, frames = self.model.feature_extractor(waves, lengths)
@@ -516,18 +528,23 @@ class SSLFeaturizer(Featurizer):
             x = x.masked_fill(pad[..., None], 0.0)
             key_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf"))
         transformer = self.model.encoder.transformer
-        x, bias = transformer._preprocess(x), None
+        x, bias, outputs = transformer._preprocess(x), None, []
         for layer in transformer.layers[: self.layer]:
             x, bias = layer(x, position_bias=bias, key_padding_mask=key_mask)
-        return x, frames
+            outputs.append(x)
+        return outputs, frames
 
     def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
+        return self.layer_outputs(wave_16k)[-1]
+
+    def layer_outputs(self, wave_16k: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs (T, dim) of layers 1..``self.layer`` of one waveform, in one pass."""
         wave = self._wave(wave_16k)
         if self.num_frames(wave.numel()) == 0:
-            return torch.zeros(0, self.dim)
+            return [torch.zeros(0, self.dim)] * self.layer
         with torch.inference_mode():
-            feats, _ = self._forward(wave[None].to(self.device), None)
-        return feats[0].float().cpu()
+            outputs, _ = self._forward_layers(wave[None].to(self.device), None)
+        return [o[0].float().cpu() for o in outputs]
 
     def batch(self, waves: List[torch.Tensor]) -> List[torch.Tensor]:
         """One padded forward pass with lengths (attention masking), outputs trimmed to each
