@@ -497,6 +497,9 @@ def render_markdown(r: Dict[str, Any]) -> str:
         "# Full-scale recipe cost (measured on CPU; GPU hours estimated from the measured FLOPs)", "",
         f"Command: `{r['command']}`" + (f" (measurements); totals and this file re-rendered from its JSON with "
                                          f"`{r['rendered_by']}`" if r.get("rendered_by") else ""), "",
+        *[f"Measured again on {m_['date']} (1-min load {m_['loadavg'][0]:.1f}), after a change to the code they time: "
+          f"{', '.join(m_['sections'])}, with `{m_['command']}`; every other section is from the first run." for m_ in
+          r.get("remeasured", [])], *([""] if r.get("remeasured") else []),
         f"Date: {r['date']}, wall time {r['wall_seconds'] / 60:.1f} min. Machine: {m['cpu_count']} CPUs ({m['cpu']}), "
         f"torch {m['torch']}, faiss {m['faiss']}, numpy {m['numpy']}; **1 thread** for torch, faiss and BLAS. "
         "Another job was running on the machine, so CPU seconds (this process's `time.process_time`) are reported, "
@@ -601,6 +604,24 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- main
+SECTIONS = ("hubert", "asr", "hifigan", "faiss", "kmeanspp")
+
+
+def measure_section(name: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Measure one section (a key of the results JSON) with the command-line settings."""
+    if name == "hubert":
+        return hubert_section(args.audio_seconds, args.layer, args.repeats)
+    if name == "asr":
+        frames = int(round(LIBRI_TRAIN_HOURS * 3600 / LIBRI_TRAIN_UTTS * FRAME_RATE))
+        return asr_section(ASR_CONF, args.asr_batch, frames, int(round(frames / FRAME_RATE * CHARS_PER_SECOND)),
+                           args.repeats)
+    if name == "hifigan":
+        return hifigan_section(VOC_CONF, args.voc_batch or None, args.repeats)
+    if name == "faiss":
+        return faiss_section(args.faiss_n, KS, 1024, args.faiss_niter, args.repeats)
+    return kmeanspp_section(args.kmeanspp_k, 1024, args.repeats)
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=BENCH, help="where full_scale_cost.json and FULL_SCALE_COST.md go")
@@ -617,6 +638,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--niter", type=int, default=10, help="the recipe's Lloyd iterations (learn_faiss default)")
     p.add_argument("--render", type=Path, help="measure nothing: recompute the totals of this results JSON and "
                                                "rewrite both files (after a change to the arithmetic or the text)")
+    p.add_argument("--remeasure", nargs="+", choices=SECTIONS, default=[],
+                   help="with --render: measure these sections again (after a change to the code they time), "
+                        "keep the others from the JSON; the markdown says which were measured when")
     return p.parse_args(argv)
 
 
@@ -636,24 +660,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t_start = time.perf_counter()
     command = shlex.join(["python", "bench/full_scale_cost.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.remeasure and not args.render:
+        raise SystemExit("--remeasure needs --render RESULTS.json (the run whose other sections are kept)")
     if args.render:
         r = json.loads(args.render.read_text())
+        if args.remeasure:
+            set_threads(1)
+            torch.manual_seed(0)
+            for name in args.remeasure:
+                r[name] = measure_section(name, args)
+            r.setdefault("remeasured", []).append(
+                {"sections": args.remeasure, "command": command, "loadavg": os.getloadavg(),
+                 "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
         r["totals"], r["rendered_by"] = totals(r, args.niter), command
         write(r, args.out_dir)
         return 0
     set_threads(1)
     torch.manual_seed(0)
-    frames = int(round(LIBRI_TRAIN_HOURS * 3600 / LIBRI_TRAIN_UTTS * FRAME_RATE))
-    chars = int(round(frames / FRAME_RATE * CHARS_PER_SECOND))
     r: Dict[str, Any] = {"command": command, "machine": machine_info(),
                          "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                          "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                          "loadavg_start": os.getloadavg()}
-    r["hubert"] = hubert_section(args.audio_seconds, args.layer, args.repeats)
-    r["asr"] = asr_section(ASR_CONF, args.asr_batch, frames, chars, args.repeats)
-    r["hifigan"] = hifigan_section(VOC_CONF, args.voc_batch or None, args.repeats)
-    r["faiss"] = faiss_section(args.faiss_n, KS, 1024, args.faiss_niter, args.repeats)
-    r["kmeanspp"] = kmeanspp_section(args.kmeanspp_k, 1024, args.repeats)
+    for name in SECTIONS:
+        r[name] = measure_section(name, args)
     r["totals"] = totals(r, args.niter)
     r["wall_seconds"] = time.perf_counter() - t_start
     r["loadavg_end"] = os.getloadavg()

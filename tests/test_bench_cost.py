@@ -84,3 +84,21 @@ def test_tiny_hifigan_step_counts(cost, tmp_path):
     parts = cost.build_hifigan(conf, n_tokens=8)
     one, two = (cost.count_flops(cost.hifigan_step(parts, b, 4)) for b in (1, 2))
     assert one > 0 and two == pytest.approx(2 * one, rel=0.05)
+
+
+def test_remeasure_one_section_keeps_the_others(cost, tmp_path):
+    """--render JSON --remeasure faiss: the faiss section is new, the rest is the committed run's, and both say so."""
+    import json
+
+    committed = json.loads((BENCH.parent / "full_scale_cost.json").read_text())
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(committed))
+    with pytest.raises(SystemExit, match="--remeasure needs --render"):
+        cost.main(["--remeasure", "faiss", "--out-dir", str(tmp_path)])
+    assert cost.main(["--render", str(run), "--remeasure", "faiss", "--faiss-n", "5000", "6000", "--faiss-niter", "1",
+                      "--repeats", "1", "--out-dir", str(tmp_path / "out")]) == 0
+    new = json.loads((tmp_path / "out" / "full_scale_cost.json").read_text())
+    assert new["hifigan"] == committed["hifigan"] and new["hubert"] == committed["hubert"]
+    assert {row["N"] for row in new["faiss"]["rows"]} == {5000, 6000} != {row["N"] for row in committed["faiss"]["rows"]}
+    assert new["remeasured"][-1]["sections"] == ["faiss"]
+    assert "Measured again on" in (tmp_path / "out" / "FULL_SCALE_COST.md").read_text()
