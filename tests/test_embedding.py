@@ -40,6 +40,21 @@ def test_continuous_and_padding():
     assert ids.ids.tolist() == [[1, 2], [3, 0]]
 
 
+def test_padded_frames_embed_alike_for_hard_and_soft(emb):
+    """A padded batch of one-hot probs or top-1 weights embeds exactly as the hard ids do, padding included
+    (E[0] there, not 0): the encoder's convolutions see padded frames, so τ → 0 must give the hard input."""
+    utts = [torch.tensor([3, 9, 15, 7]), torch.tensor([5]), torch.tensor([2, 11])]
+    hard, lengths = pad_token_inputs([TokenInput("ids", ids=u) for u in utts])
+    dense, _ = pad_token_inputs([TokenInput("probs", probs=torch.nn.functional.one_hot(u, 16).float()) for u in utts])
+    top2, _ = pad_token_inputs([TokenInput("topk", ids=torch.stack([u, (u + 1) % 16], -1),
+                                           weights=torch.tensor([1.0, 0.0]).expand(len(u), 2)) for u in utts])
+    assert lengths.tolist() == [4, 1, 2]
+    expected = emb(hard)
+    assert torch.equal(expected[1, 1:], emb.table.weight[0].expand(3, 8))
+    assert torch.allclose(emb(dense), expected) and torch.allclose(emb(top2), expected)
+    assert torch.allclose(dense.probs.sum(-1), torch.ones(3, 4)) and torch.allclose(top2.weights.sum(-1), torch.ones(3, 4))
+
+
 def test_bad_inputs(emb):
     with pytest.raises(ValueError, match="over 12 tokens, model has K=16"):
         emb(TokenInput("probs", probs=torch.ones(1, 2, 12) / 12))

@@ -189,9 +189,15 @@ def pad_token_inputs(items: List[TokenInput] | List[StreamTokenInput], pad_id: i
 
     if kind == "ids":
         return TokenInput("ids", ids=pad([t.ids for t in items], pad_id)), lengths
+    # soft padding is the one-hot of pad_id, so padded frames embed as E[pad_id] as they do for hard ids (not as 0):
+    # the encoder's convolutions see padded frames, and a model trained on hard tokens saw E[pad_id] there
+    padded = torch.arange(max(lengths.tolist(), default=0))[None, :] >= lengths[:, None]  # (B, T)
     if kind == "probs":
-        return TokenInput("probs", probs=pad([t.probs for t in items])), lengths
+        probs = pad([t.probs for t in items])
+        probs[..., pad_id][padded] = 1.0
+        return TokenInput("probs", probs=probs), lengths
     if kind == "topk":
-        return TokenInput("topk", ids=pad([t.ids for t in items], pad_id),
-                          weights=pad([t.weights for t in items])), lengths
+        weights = pad([t.weights for t in items])
+        weights[..., 0][padded] = 1.0  # with ids padded to pad_id
+        return TokenInput("topk", ids=pad([t.ids for t in items], pad_id), weights=weights), lengths
     return TokenInput("feats", feats=pad([t.feats for t in items])), lengths
