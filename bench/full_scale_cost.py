@@ -593,16 +593,6 @@ def render_markdown(r: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
-
-
 # ----------------------------------------------------------------------------- main
 SECTIONS = ("hubert", "asr", "hifigan", "faiss", "kmeanspp")
 
@@ -646,10 +636,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def write(r: Dict[str, Any], out_dir: Path) -> None:
     """full_scale_cost.json and FULL_SCALE_COST.md into ``out_dir``, atomically."""
+    from softtok.common import jsonable
     from softtok.tokenizers.fileio import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "full_scale_cost.json", json.dumps(_jsonable(r), indent=1) + "\n")
+    atomic_write_text(out_dir / "full_scale_cost.json", json.dumps(jsonable(r), indent=1) + "\n")
     atomic_write_text(out_dir / "FULL_SCALE_COST.md", render_markdown(r))
     logger.info("wrote %s and %s", out_dir / "full_scale_cost.json", out_dir / "FULL_SCALE_COST.md")
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from softtok.common import jsonable
 from softtok.tokenizers.datadir import load_data_dir, write_data_dir
 from softtok.tokenizers.fileio import atomic_write_text, iter_scp
 from softtok.tokenizers.heads import HardHead, SoftHead, TokenInput
@@ -379,16 +380,6 @@ def render_markdown(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
-
-
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -471,7 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "heads_gpu": heads_gpu, "goals_gpu": head_goals(heads_gpu, args.top_k) if heads_gpu else None}
     results["wall_seconds"] = time.perf_counter() - t_start
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out_dir / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
+    atomic_write_text(args.out_dir / "results.json", json.dumps(jsonable(results), indent=1) + "\n")
     atomic_write_text(args.out_dir / "RESULTS.md", render_markdown(results))
     logger.info("wrote %s and %s in %.1f min", args.out_dir / "RESULTS.md", args.out_dir / "results.json",
                 results["wall_seconds"] / 60)

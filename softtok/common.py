@@ -8,6 +8,7 @@ import queue
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, TypeVar
 
+import numpy as np
 import yaml
 
 T = TypeVar("T")
@@ -88,3 +89,14 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars, tuples and non-string keys made plain JSON types (for results files)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj

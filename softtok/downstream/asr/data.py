@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,39 @@ logger = logging.getLogger(__name__)
 Batch = Tuple[List[str], TokenInput | StreamTokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class ScpFeatures:
+class ReadOnAccess:
+    """A read-only map utterance -> array, read (:meth:`read`) when accessed unless :meth:`preload` holds it.
+
+    Subclasses set ``self.index`` (utterance -> length, in order) and ``self._memory = {}`` and define ``read``.
+    """
+
+    index: Dict[str, int]
+    _memory: Dict[str, Any]
+
+    def read(self, utt: str) -> Any:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self.index
+
+    def __getitem__(self, utt: str) -> Any:
+        held = self._memory.get(utt)
+        return held if held is not None else self.read(utt)
+
+    def preload(self, utts: Sequence[str]) -> None:
+        """Hold these utterances in memory, read exactly as on access (small sets: saves a read per epoch)."""
+        self._memory = {u: self.read(u) for u in utts}
+        size = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in self._memory.values())
+        logger.info("%s: %d utterances preloaded (%.1f MB)", self, len(self._memory), size / 1e6)
+
+
+class ScpFeatures(ReadOnAccess):
     """Features of one feats.scp or a comma list of them (stacked), read from the arks on access.
 
     Holds the scp index, each utterance's frame count (``utt2num_frames`` or the ark headers) and each source's
@@ -48,22 +80,13 @@ class ScpFeatures:
         for utt in self.entries[0]:
             check_frame_counts([c[utt] for c in counts], self.names, utt)
         self.num_frames: Dict[str, int] = counts[0]
+        self.index = self.num_frames
         first = next(iter(self.entries[0]))
         self.dims = [load_matrix(p, first, e[first]).shape[1] for p, e in zip(self.names, self.entries)]
         self._memory: Dict[str, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.num_frames)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.num_frames)
-
-    def __contains__(self, utt: str) -> bool:
-        return utt in self.num_frames
-
-    def __getitem__(self, utt: str) -> np.ndarray:
-        held = self._memory.get(utt)
-        return held if held is not None else self.read(utt)
+    def __str__(self) -> str:
+        return ",".join(self.names)
 
     def read(self, utt: str) -> np.ndarray:
         """One utterance's (T, Σ dims) float32 matrix, read from the arks now."""
@@ -77,12 +100,6 @@ class ScpFeatures:
             raise ValueError(f"{self.names[i]}: utterance {utt!r} has shape {mat.shape}, expected {expected} "
                              f"(utt2num_frames or the first matrix's dim; a stale dump?)")
         return mat
-
-    def preload(self, utts: Sequence[str]) -> None:
-        """Hold these utterances' matrices in memory (small sets; saves one ark read per utterance per epoch)."""
-        self._memory = {u: self.read(u) for u in utts}
-        logger.info("%s: %d utterances preloaded (%.1f MB)", ",".join(self.names), len(self._memory),
-                    sum(m.nbytes for m in self._memory.values()) / 1e6)
 
 
 class TokenASRData:

@@ -40,7 +40,7 @@ import torchaudio
 from torch import nn
 
 from softtok.common import run_job, setup_logging, yaml_mapping
-from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.asr.data import ReadOnAccess, TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, AudioError, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
@@ -225,7 +225,7 @@ def resampled_length(n: int, orig: int, new: int) -> int:
     return int(torch.ceil(torch.as_tensor(new // g * n / (orig // g))))
 
 
-class AudioTargets:
+class AudioTargets(ReadOnAccess):
     """Per-utterance training targets made from a data dir's audio when accessed; only paths and lengths stay in RAM.
 
     ``make`` turns the (resampled) waveform into the target and ``length`` gives the target's length from the sample
@@ -240,7 +240,11 @@ class AudioTargets:
         infos: Dict[str, Any] = {}
         self.num_samples = {u: self._num_samples(u, infos, min_native_rate) for u in utts}
         self.lengths = {u: length(n) for u, n in self.num_samples.items()}
+        self.index = self.lengths
         self._memory: Dict[str, torch.Tensor] = {}
+
+    def __str__(self) -> str:
+        return f"{self.data.path} targets"
 
     def _num_samples(self, utt: str, infos: Dict[str, Any], min_native_rate: Optional[int]) -> int:
         """The utterance's length in samples at ``sample_rate``, from the file header (one read per file)."""
@@ -267,16 +271,6 @@ class AudioTargets:
             raise AudioError(f"utterance {utt!r}: {path} is empty")
         return resampled_length(n, info.samplerate, self.sample_rate)
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __contains__(self, utt: str) -> bool:
-        return utt in self.lengths
-
-    def __getitem__(self, utt: str) -> torch.Tensor:
-        held = self._memory.get(utt)
-        return held if held is not None else self.read(utt)
-
     def read(self, utt: str) -> torch.Tensor:
         """The utterance's target, read from its audio file now (checked against the indexed length)."""
         wave = read_utterance(self.data, utt, self.sample_rate)
@@ -285,12 +279,6 @@ class AudioTargets:
             raise AudioError(f"utterance {utt!r}: {path} gave {len(wave)} samples, its header promised "
                              f"{self.num_samples[utt]} (file changed since the data was indexed?)")
         return self.make(wave)
-
-    def preload(self, utts: Sequence[str]) -> None:
-        """Hold these utterances' targets in memory (small sets: saves reading and transforming each epoch)."""
-        self._memory = {u: self.read(u) for u in utts}
-        logger.info("%s: %d targets preloaded (%.1f MB)", self.data.path, len(self._memory),
-                    sum(t.numel() * t.element_size() for t in self._memory.values()) / 1e6)
 
 
 class MelVocoderData(TokenASRData):
