@@ -17,7 +17,7 @@ from softtok.analysis.metrics import GramStats
 from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.datadir import evenly_spaced, load_data_dir
 from softtok.tokenizers.features import build_featurizer
-from softtok.tokenizers.features.base import featurizer_class
+from softtok.tokenizers.features.base import check_layer, featurizer_class
 from softtok.tokenizers.fileio import iter_scp
 from softtok.tokenizers.jobs import feature_spec_of
 
@@ -47,9 +47,8 @@ def rankme_layers(data_dir: str, feature: str, checkpoint: Optional[str], layers
     utts = evenly_spaced(data.utt_ids, max_utts) if max_utts else data.utt_ids
     outputs = LayerOutputs(feature, checkpoint, device)
     chosen = list(layers) if layers else list(range(1, outputs.num_layers + 1))
-    bad = [l for l in chosen if not 1 <= l <= outputs.num_layers]
-    if bad:
-        raise ValueError(f"layer {bad[0]} out of range 1..{outputs.num_layers} for {outputs.featurizer.checkpoint}")
+    for layer in chosen:
+        check_layer(layer, outputs.num_layers, outputs.featurizer.checkpoint)
     grams = {l: GramStats() for l in chosen}
     for utt in utts:
         per_layer = outputs(read_utterance(data, utt))

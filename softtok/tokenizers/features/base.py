@@ -53,6 +53,13 @@ def register_featurizer(name: str) -> Callable:
     return wrap
 
 
+def check_layer(layer: Any, num_layers: int, source: str) -> int:
+    """``layer`` as an int when it names one of layers 1..``num_layers`` of ``source``, else a one-line error."""
+    if isinstance(layer, bool) or int(layer) != layer or not 1 <= layer <= num_layers:
+        raise ValueError(f"layer {layer!r} out of range 1..{num_layers} for {source}")
+    return int(layer)
+
+
 def featurizer_class(name: str) -> Type[Featurizer]:
     """The registered featurizer class of ``name``; an unknown name is a one-line error."""
     from softtok.tokenizers import features  # noqa: F401  (populates the registry)

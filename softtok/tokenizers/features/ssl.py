@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model, wavlm_model
 
-from softtok.tokenizers.features.base import Featurizer, default_device, register_featurizer
+from softtok.tokenizers.features.base import Featurizer, check_layer, default_device, register_featurizer
 
 logger = logging.getLogger(__name__)
 
@@ -460,16 +460,13 @@ class SSLFeaturizer(Featurizer):
     frame_rate = 50.0
 
     def __init__(self, checkpoint: Optional[str] = None, layer: int = 6, device: Optional[str] = None):
-        if not checkpoint:
-            raise ValueError(f"feature {self.name!r} needs a checkpoint (fairseq .pt file or Hugging Face model dir)")
-        path = Path(checkpoint).expanduser().resolve()
+        path = self._checkpoint_path(checkpoint)
         loaded = load_ssl_model(path)
         if loaded.kind != self.name and (loaded.kind is not None or self.name == "wavlm"):
             raise ValueError(f"{path}: holds a {loaded.kind or 'non-WavLM'} model, not {self.name}")
         num_layers = loaded.arch["num_layers"]
-        if isinstance(layer, bool) or int(layer) != layer or not 1 <= layer <= num_layers:
-            raise ValueError(f"layer {layer!r} out of range 1..{num_layers} for {path}")
-        self.checkpoint, self.layer, self.normalize = str(path), int(layer), loaded.normalize
+        self.checkpoint, self.normalize = str(path), loaded.normalize
+        self.layer = check_layer(layer, num_layers, str(path))
         self.conv_layers = loaded.arch["conv_layers"]
         self.dim = loaded.arch["dim"]
         self.frame_rate = SAMPLE_RATE / math.prod(stride for _, _, stride in self.conv_layers)
@@ -497,11 +494,16 @@ class SSLFeaturizer(Featurizer):
         return F.layer_norm(wave, wave.shape) if self.normalize and wave.numel() else wave
 
     @classmethod
-    def count_layers(cls, checkpoint: Optional[str]) -> int:
-        """Transformer layers of an SSL checkpoint (HF dir or fairseq .pt)."""
+    def _checkpoint_path(cls, checkpoint: Optional[str]) -> Path:
+        """The resolved checkpoint path; none given is a one-line error."""
         if not checkpoint:
             raise ValueError(f"feature {cls.name!r} needs a checkpoint (fairseq .pt file or Hugging Face model dir)")
-        return int(load_ssl_model(Path(checkpoint).expanduser().resolve()).arch["num_layers"])
+        return Path(checkpoint).expanduser().resolve()
+
+    @classmethod
+    def count_layers(cls, checkpoint: Optional[str]) -> int:
+        """Transformer layers of an SSL checkpoint (HF dir or fairseq .pt)."""
+        return int(load_ssl_model(cls._checkpoint_path(checkpoint)).arch["num_layers"])
 
     def _forward(self, waves: torch.Tensor, lengths: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

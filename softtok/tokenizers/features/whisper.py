@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from softtok.tokenizers.features.base import Featurizer, default_device, register_featurizer
+from softtok.tokenizers.features.base import Featurizer, check_layer, default_device, register_featurizer
 from softtok.tokenizers.features.ct2 import CT2Model, read_ct2_model
 
 logger = logging.getLogger(__name__)
@@ -180,10 +180,7 @@ class WhisperEncoder(Featurizer):
         if not (Path(self.checkpoint) / "model.bin").is_file():
             raise FileNotFoundError(f"{self.checkpoint}: not a CTranslate2 model dir (no model.bin)")
         self.num_layers = count_whisper_layers(self.checkpoint)
-        if layer is not None and (isinstance(layer, bool) or int(layer) != layer
-                                  or not 1 <= layer <= self.num_layers):
-            raise ValueError(f"layer {layer!r} out of range 1..{self.num_layers} for {self.checkpoint}")
-        self.layer = None if layer is None else int(layer)
+        self.layer = None if layer is None else check_layer(layer, self.num_layers, self.checkpoint)
         self.device, self.compute_type, self.num_threads = device, compute_type, num_threads
         self._ct2, self._torch = None, None
         self.use_ct2 = self.layer in (None, self.num_layers)  # encode() gives the last layer, faster
@@ -208,7 +205,7 @@ class WhisperEncoder(Featurizer):
         return self._ct2
 
     def torch_encoder(self) -> TorchWhisperEncoder:
-        """The PyTorch encoder (layers past ``layer`` dropped), loaded on first use."""
+        """The PyTorch encoder, loaded on first use (all its blocks; ``forward`` stops at ``layer``)."""
         if self._torch is None:
             model = TorchWhisperEncoder.from_ct2(self.checkpoint)
             self._torch = model.to(torch.device(self.device or default_device()))
