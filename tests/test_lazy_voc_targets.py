@@ -14,8 +14,8 @@ import torchaudio.functional as AF
 
 from conftest import write_wave
 from softtok.downstream.vocoder.hifigan import HOP, WaveVocoderData
-from softtok.downstream.vocoder.mel import MelVocoderData, log_mel, resampled_length
-from softtok.tokenizers.audio import AudioError, read_utterance
+from softtok.downstream.vocoder.mel import MelVocoderData, log_mel
+from softtok.tokenizers.audio import AudioError, read_utterance, resampled_length
 from softtok.tokenizers.datadir import load_data_dir, write_data_dir
 from softtok.tokenizers.fileio import ArkScpWriter
 from softtok.tokenizers.heads import build_head

@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -42,7 +40,8 @@ from torch import nn
 from softtok.common import run_job, setup_logging, yaml_mapping
 from softtok.downstream.asr.data import ReadOnAccess, TokenASRData
 from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, AudioError, read_utterance, write_audio
+from softtok.tokenizers.audio import (TARGET_SAMPLE_RATE, AudioError, audio_info, read_utterance, utterance_samples,
+                                     write_audio)
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
 from softtok.tokenizers.fileio import load_matrix, load_yaml, read_scp_entries, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
@@ -214,17 +213,6 @@ class MelVocoder(nn.Module):
 # ----------------------------------------------------------------------------------------------- data
 
 
-def resampled_length(n: int, orig: int, new: int) -> int:
-    """Samples of an ``n``-sample signal after ``torchaudio.functional.resample(orig → new)``, without resampling.
-
-    Mirrors torchaudio's own ``ceil(new·n / orig)`` (rates reduced by their gcd, computed in float32) exactly.
-    """
-    if orig == new:
-        return n
-    g = math.gcd(orig, new)
-    return int(torch.ceil(torch.as_tensor(new // g * n / (orig // g))))
-
-
 class AudioTargets(ReadOnAccess):
     """Per-utterance training targets made from a data dir's audio when accessed; only paths and lengths stay in RAM.
 
@@ -250,26 +238,13 @@ class AudioTargets(ReadOnAccess):
         """The utterance's length in samples at ``sample_rate``, from the file header (one read per file)."""
         path, segment = self.data.audio_source(utt)
         if path not in infos:
-            try:
-                infos[path] = sf.info(path)
-            except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/OSError
-                raise AudioError(f"utterance {utt!r}: cannot read audio {path}: {str(exc).splitlines()[0]}") from None
+            infos[path] = audio_info(path, utt)
         info = infos[path]
-        if info.channels != 1:
-            raise AudioError(f"utterance {utt!r}: {path} has {info.channels} channels, expected mono")
         if min_native_rate is not None and info.samplerate < min_native_rate:
             raise AudioError(f"utterance {utt!r}: {path} has sample rate {info.samplerate} Hz; this vocoder needs "
                              f"audio at {min_native_rate} Hz or more (upsampled audio has nothing above "
                              f"{info.samplerate // 2} Hz)")
-        n = info.frames
-        if segment is not None:
-            start, stop = round(segment.start * info.samplerate), round(segment.end * info.samplerate)
-            if stop > info.frames:
-                raise AudioError(f"utterance {utt!r}: segment end {segment.end}s is past the end of {path}")
-            n = stop - start
-        if n <= 0:
-            raise AudioError(f"utterance {utt!r}: {path} is empty")
-        return resampled_length(n, info.samplerate, self.sample_rate)
+        return utterance_samples(path, utt, segment, self.sample_rate, info)
 
     def read(self, utt: str) -> torch.Tensor:
         """The utterance's target, read from its audio file now (checked against the indexed length)."""
