@@ -173,14 +173,14 @@ def asr_step(model: torch.nn.Module, conf: Dict[str, Any], vocab: int, batch: in
              k: Optional[int], dim: int = 1024, seed: int = 0) -> Callable[[], Any]:
     """One training step as ``asr.train._run_epoch``: per-utterance head on (frames, dim) features (hard with a
     random K-centroid codebook, or continuous when ``k`` is None), padding, forward, backward, clip, Adam."""
-    from softtok.downstream.embedding import pad_token_inputs
+    from softtok.downstream.data import pad_token_inputs
     from softtok.downstream.training import optimizer_step
-    from softtok.tokenizers.heads import HardHead, TokenInput
+    from softtok.tokenizers.heads import TokenInput, build_head
     from softtok.tokenizers.kmeans import Codebook
 
     gen = torch.Generator().manual_seed(seed)
     feats = [torch.randn(frames, dim, generator=gen) for _ in range(batch)]
-    head = HardHead(Codebook(torch.randn(k, dim, generator=gen).numpy())) if k else \
+    head = build_head("hard", Codebook(torch.randn(k, dim, generator=gen).numpy())) if k else \
         (lambda x: TokenInput("feats", feats=x))
     ys = torch.randint(2, vocab - 1, (batch, chars), generator=gen)
     y_lens = torch.full((batch,), chars, dtype=torch.long)
@@ -199,7 +199,7 @@ def asr_forward(model: torch.nn.Module, vocab: int, batch: int, frames: int, cha
     from softtok.tokenizers.heads import TokenInput
 
     gen = torch.Generator().manual_seed(seed)
-    tokens = TokenInput("ids", ids=torch.randint(0, k, (batch, frames), generator=gen)) if k else \
+    tokens = TokenInput("ids", ids=torch.randint(0, k, (batch, frames, 1), generator=gen)) if k else \
         TokenInput("feats", feats=torch.randn(batch, frames, dim, generator=gen))
     lengths = torch.full((batch,), frames, dtype=torch.long)
     ys = torch.randint(2, vocab - 1, (batch, chars), generator=gen)
@@ -233,7 +233,7 @@ def hifigan_step(parts: Tuple[Any, Any, Any, List[Any], Dict[str, Any]], batch: 
 
     gen, disc, losses, opts, conf = parts
     g = torch.Generator().manual_seed(seed)
-    tokens = TokenInput("ids", ids=torch.randint(0, gen.n_tokens, (batch, segment_frames), generator=g))
+    tokens = TokenInput("ids", ids=torch.randint(0, gen.n_tokens, (batch, segment_frames, 1), generator=g))
     y = 0.1 * torch.randn(batch, 1, segment_frames * hifigan.HOP, generator=g)
     return lambda: hifigan._train_step(gen, disc, losses, *opts, tokens, y, conf["grad_clip"])
 
@@ -376,7 +376,7 @@ def generator_forward(gen: torch.nn.Module, batch: int, segment_frames: int) -> 
     from softtok.tokenizers.heads import TokenInput
 
     with torch.no_grad():
-        return gen(TokenInput("ids", ids=torch.zeros(batch, segment_frames, dtype=torch.long)))
+        return gen(TokenInput("ids", ids=torch.zeros(batch, segment_frames, 1, dtype=torch.long)))
 
 
 def faiss_section(ns: Sequence[int], ks: Sequence[int], d: int, niter: int, repeats: int) -> Dict[str, Any]:

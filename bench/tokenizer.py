@@ -33,7 +33,7 @@ import torch
 from softtok.common import jsonable
 from softtok.tokenizers.datadir import load_data_dir, write_data_dir
 from softtok.tokenizers.fileio import atomic_write_text, iter_scp
-from softtok.tokenizers.heads import HardHead, SoftHead, TokenInput
+from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook, faiss_gpus, learn_faiss, learn_kmeans
 
 logger = logging.getLogger("bench.tokenizer")
@@ -218,9 +218,9 @@ def median_nearest_d2(cb: Codebook, x: torch.Tensor, batch: int = 32768) -> floa
 
 def topk_mass(cb: Codebook, x: torch.Tensor, tau: float, ks: Sequence[int], batch: int = 32768) -> Dict[int, float]:
     """Mean over frames of the sum of the k largest dense soft probabilities, per k."""
-    head, sums = SoftHead(cb, tau), {k: 0.0 for k in ks}
+    head, sums = build_head("soft", cb, tau=tau), {k: 0.0 for k in ks}
     for i in range(0, len(x), batch):
-        top = torch.topk(head(x[i:i + batch]).probs, max(ks), dim=1, sorted=True).values.double()
+        top = torch.topk(head(x[i:i + batch]).probs[:, 0], max(ks), dim=1, sorted=True).values.double()
         csum = top.cumsum(dim=1)
         for k in ks:
             sums[k] += float(csum[:, k - 1].sum())
@@ -238,8 +238,8 @@ def head_section(utts: Utts, codebooks: Dict[int, Codebook], device: str, top_ks
     for k, cb in codebooks.items():
         med = median_nearest_d2(cb, x_all)
         tau = time_factor * med
-        heads = {"hard": HardHead(cb), "soft_dense": SoftHead(cb, tau),
-                 **{f"soft_top{t}": SoftHead(cb, tau, top_k=t) for t in top_ks}}
+        heads = {"hard": build_head("hard", cb), "soft_dense": build_head("soft", cb, tau=tau),
+                 **{f"soft_top{t}": build_head("soft", cb, tau=tau, top_k=t) for t in top_ks}}
         res: Dict[str, Any] = {"median_d2": med, "tau_timed": tau, "heads": {}, "mass": {}}
         with CpuMeter() as meter:
             for name, head in heads.items():

@@ -192,8 +192,9 @@ def test_model_accepts_three_input_forms_identically():
         decoder_conf={"attention_heads": 2, "linear_units": 32, "num_blocks": 1}).eval()
     ids = torch.randint(0, 12, (2, 30))
     lengths = torch.tensor([30, 25])
-    forms = [TokenInput("ids", ids=ids), TokenInput("probs", probs=torch.nn.functional.one_hot(ids, 12).float()),
-             TokenInput("topk", ids=ids[..., None], weights=torch.ones(2, 30, 1))]
+    forms = [TokenInput("ids", ids=ids[..., None]),
+             TokenInput("probs", probs=torch.nn.functional.one_hot(ids, 12).float()[..., None, :]),
+             TokenInput("topk", ids=ids[..., None, None], weights=torch.ones(2, 30, 1, 1))]
     encoded = [model.encode(f, lengths)[0] for f in forms]
     assert torch.allclose(encoded[0], encoded[1], atol=1e-5) and torch.allclose(encoded[0], encoded[2], atol=1e-5)
 

@@ -46,7 +46,7 @@ def tiny_batch(rows: slice = slice(None)):
     ys[1, 3:] = -1
     ys[2, 4:] = -1
     ys, y_lens = ys[rows], y_lens[rows]
-    return TokenInput("ids", ids=ids[rows]), torch.full((len(y_lens),), 24), ys[:, :int(y_lens.max())], y_lens
+    return TokenInput("ids", ids=ids[rows][..., None]), torch.full((len(y_lens),), 24), ys[:, :int(y_lens.max())], y_lens
 
 
 def sgd_step(model: torch.nn.Module, loss: torch.Tensor, n: int, scaled: bool = True) -> None:
@@ -68,7 +68,7 @@ def mel_step(model: torch.nn.Module, rows: slice = slice(None)) -> None:
     g = torch.Generator().manual_seed(2)
     ids, lengths = torch.randint(0, 5, (3, 12), generator=g)[rows], torch.tensor([12, 7, 9])[rows]
     target = torch.randn(3, 24, 8, generator=g)[rows, :2 * int(lengths.max())]
-    mel, mel_lengths = model(TokenInput("ids", ids=ids[:, :int(lengths.max())]), lengths)
+    mel, mel_lengths = model(TokenInput("ids", ids=ids[:, :int(lengths.max()), None]), lengths)
     loss, _ = distributed.unwrap(model).loss(mel, mel_lengths, target, 2 * lengths)
     sgd_step(model, loss, int((2 * lengths).sum()))
 
@@ -93,7 +93,7 @@ def gan_step(gen: torch.nn.Module, disc: torch.nn.Module, losses: torch.nn.Modul
     ids = torch.randint(0, 5, (3, 16), generator=g)[rows]
     y = 0.3 * torch.randn(3, 1, 16 * hifigan.HOP, generator=g)[rows]
     opts = [torch.optim.SGD(m.parameters(), lr=0.01) for m in (gen, disc)]
-    hifigan._train_step(gen, disc, losses, *opts, TokenInput("ids", ids=ids), y, grad_clip=1e9)
+    hifigan._train_step(gen, disc, losses, *opts, TokenInput("ids", ids=ids[..., None]), y, grad_clip=1e9)
 
 
 def _state(*models: torch.nn.Module) -> Dict[str, torch.Tensor]:

@@ -69,7 +69,7 @@ def _assert_same(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> None
 @pytest.fixture
 def depths(monkeypatch):
     """The depths the trainers ask prefetch for (so a test sees the config key reach it)."""
-    from softtok.downstream.asr import data as asr_data
+    from softtok.downstream import data as token_data
 
     asked = []
 
@@ -77,7 +77,7 @@ def depths(monkeypatch):
         asked.append(depth)
         return prefetch(items, depth)
 
-    for module in (asr_data, voc_hifigan):
+    for module in (token_data, voc_hifigan):
         monkeypatch.setattr(module, "prefetch", spy)
     return asked
 

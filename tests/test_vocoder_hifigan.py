@@ -43,9 +43,9 @@ def test_input_forms_agree_and_length_is_320_per_frame():
     model = _tiny(n_tokens=K)
     ids = torch.randint(0, K, (2, 7))
     with torch.no_grad():
-        hard = model(TokenInput("ids", ids=ids))
-        probs = model(TokenInput("probs", probs=torch.nn.functional.one_hot(ids, K).float()))
-        top1 = model(TokenInput("topk", ids=ids[..., None], weights=torch.ones(2, 7, 1)))
+        hard = model(TokenInput("ids", ids=ids[..., None]))
+        probs = model(TokenInput("probs", probs=torch.nn.functional.one_hot(ids, K).float()[..., None, :]))
+        top1 = model(TokenInput("topk", ids=ids[..., None, None], weights=torch.ones(2, 7, 1, 1)))
         cont = _tiny(feat_dim=DIM)(TokenInput("feats", feats=torch.randn(1, 5, DIM)))
     assert hard.shape == (2, 7 * HOP) and cont.shape == (1, 5 * HOP)
     torch.testing.assert_close(probs, hard, atol=1e-6, rtol=0)
@@ -59,7 +59,7 @@ def test_gpu_config_builds_a_v1_sized_generator():
     n_params = sum(p.numel() for p in model.generator.parameters())
     assert 12e6 < n_params < 15e6  # HiFi-GAN V1: 13.9M
     with torch.no_grad():
-        assert model(TokenInput("ids", ids=torch.zeros(1, 2, dtype=torch.long))).shape == (1, 2 * HOP)
+        assert model(TokenInput("ids", ids=torch.zeros(1, 2, 1, dtype=torch.long))).shape == (1, 2 * HOP)
 
 
 def test_smoke_train_resume_synthesize(toy, trained, tmp_path):
@@ -70,7 +70,7 @@ def test_smoke_train_resume_synthesize(toy, trained, tmp_path):
     state = torch.load(exp / "checkpoints" / "epoch1.pth", weights_only=False)
     assert set(state["extra"]) == {"discriminator", "optimizer_d", "scheduler_d"} and "scheduler" in state
     model_state = torch.load(exp / "model.pth", weights_only=True)
-    assert all(k.startswith(("embed.", "generator.")) for k in model_state)
+    assert all(k.startswith(("embedding.", "generator.")) for k in model_state)
     before = _checkpoints(exp)
     rc = main(["train", "--config", str(SMOKE), "--feats", toy["feats"], "--data-dir", toy["data"],
                "--kmeans", toy["kmeans"], "--head", "hard", "--exp-dir", str(exp), "--device", "cpu"])
@@ -94,10 +94,10 @@ def test_smoke_train_resume_synthesize(toy, trained, tmp_path):
 def test_bad_inputs(toy, trained, tmp_path):
     model = _tiny(n_tokens=K)
     with pytest.raises(ValueError) as e:
-        model(TokenInput("probs", probs=torch.full((1, 3, K + 1), 0.2)))
+        model(TokenInput("probs", probs=torch.full((1, 3, 1, K + 1), 0.2)))
     _one_line(e, "K=5", "K=4")
     with pytest.raises(ValueError) as e:
-        model(TokenInput("ids", ids=torch.zeros(1, 0, dtype=torch.long)))
+        model(TokenInput("ids", ids=torch.zeros(1, 0, 1, dtype=torch.long)))
     _one_line(e, "empty token sequence")
     with pytest.raises(ValueError) as e:
         UnitHiFiGAN(n_tokens=K, channels=16, upsample_scales=[8, 8, 4])

@@ -89,14 +89,14 @@ def test_input_forms_agree_and_length_is_twice():
     model = MelVocoder(n_tokens=K, **SMALL_MODEL).eval()
     ids = torch.randint(0, K, (2, 7))
     lengths = torch.tensor([7, 5])
-    hard, mel_len = model(TokenInput("ids", ids=ids), lengths)
-    probs, _ = model(TokenInput("probs", probs=torch.nn.functional.one_hot(ids, K).float()), lengths)
-    top1, _ = model(TokenInput("topk", ids=ids[..., None], weights=torch.ones(2, 7, 1)), lengths)
+    hard, mel_len = model(TokenInput("ids", ids=ids[..., None]), lengths)
+    probs, _ = model(TokenInput("probs", probs=torch.nn.functional.one_hot(ids, K).float()[..., None, :]), lengths)
+    top1, _ = model(TokenInput("topk", ids=ids[..., None, None], weights=torch.ones(2, 7, 1, 1)), lengths)
     assert hard.shape == (2, 14, 80) and mel_len.tolist() == [14, 10]
     torch.testing.assert_close(probs, hard, atol=1e-5, rtol=0)
     torch.testing.assert_close(top1, hard, atol=1e-5, rtol=0)
     # padding does not leak: the short utterance alone gives the same mel as in the batch
-    alone, _ = model(TokenInput("ids", ids=ids[1:, :5]), lengths[1:])
+    alone, _ = model(TokenInput("ids", ids=ids[1:, :5, None]), lengths[1:])
     torch.testing.assert_close(alone[0], hard[1, :10], atol=1e-5, rtol=0)
     assert hard[1, 10:].abs().max() == 0
 
@@ -165,7 +165,7 @@ def test_trained_model_tracks_token_pitch(toy, trained):
     from softtok.downstream.vocoder.mel import load_trained
     model, _ = load_trained(trained[0])
     with torch.no_grad():
-        mel, _ = model(TokenInput("ids", ids=torch.arange(K).repeat_interleave(10)[None]), torch.tensor([10 * K]))
+        mel, _ = model(TokenInput("ids", ids=torch.arange(K).repeat_interleave(10)[None, :, None]), torch.tensor([10 * K]))
     peaks = [int(mel[0, 20 * k + 5:20 * k + 15].mean(0).argmax()) for k in range(K)]
     assert peaks[0] < peaks[1] < peaks[2] < peaks[3], peaks  # measured [5, 7, 11, 16]; targets' peaks 4, 7-8, 11, 16
 
@@ -180,16 +180,16 @@ def test_bad_inputs(toy, trained, tmp_path):
     tok_model = MelVocoder(n_tokens=K, **SMALL_MODEL).eval()
     cont_model = MelVocoder(feat_dim=DIM, **SMALL_MODEL).eval()
     with pytest.raises(ValueError) as e:
-        tok_model(TokenInput("probs", probs=torch.full((1, 3, K + 1), 0.2)), torch.tensor([3]))
+        tok_model(TokenInput("probs", probs=torch.full((1, 3, 1, K + 1), 0.2)), torch.tensor([3]))
     _one_line(e, "K=5", "K=4")
     with pytest.raises(ValueError) as e:
         tok_model(TokenInput("feats", feats=torch.zeros(1, 3, DIM)), torch.tensor([3]))
     _one_line(e, "trained on tokens", "continuous")
     with pytest.raises(ValueError) as e:
-        cont_model(TokenInput("ids", ids=torch.zeros(1, 3, dtype=torch.long)), torch.tensor([3]))
+        cont_model(TokenInput("ids", ids=torch.zeros(1, 3, 1, dtype=torch.long)), torch.tensor([3]))
     _one_line(e, "continuous features")
     with pytest.raises(ValueError) as e:
-        tok_model(TokenInput("ids", ids=torch.zeros(1, 0, dtype=torch.long)), torch.tensor([0]))
+        tok_model(TokenInput("ids", ids=torch.zeros(1, 0, 1, dtype=torch.long)), torch.tensor([0]))
     _one_line(e, "empty token sequence")
     config = yaml.safe_load((exp / "config.yaml").read_text())
     wrong_k = tmp_path / "k3.npy"
@@ -224,7 +224,7 @@ def test_bad_inputs(toy, trained, tmp_path):
     assert synth_main(["--exp-dir", str(exp), "--feats", toy["feats"], "--out-dir", str(tmp_path / "x"),
                        "--head", "soft", "--head-conf", "{tau: 1}", "--kmeans", str(wrong_k)]) == 1
     head = build_head("hard", Codebook(toy["centroids"]))
-    assert head(torch.from_numpy(toy["centroids"])).ids.tolist() == list(range(K))
+    assert head(torch.from_numpy(toy["centroids"])).ids[:, 0].tolist() == list(range(K))
 
 
 def test_continuous_model_trains_and_synthesizes_with_its_own_head(toy, tmp_path):

@@ -19,12 +19,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torchaudio.functional as AF
 
-from softtok.downstream.asr.data import TokenASRData, iterate
+from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.data import iterate
 from softtok.downstream.asr.train import load_trained
 from softtok.downstream.training import default_device
 from softtok.tokenizers.datadir import DataError, read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import build_head
+from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.jobs import feature_spec_of
 
 logger = logging.getLogger(__name__)
@@ -74,10 +77,8 @@ class PhoneAligner:
         self.model, self.config, self.tokenizer = load_trained(exp_dir, device=self.device)
         if self.config.get("token_type") != "phone":
             raise ValueError(f"{exp_dir}: not a phone model (token_type {self.config.get('token_type', 'char')!r})")
-        from softtok.tokenizers.kmeans import Codebook
-
-        codebook = Codebook.load(self.config["kmeans"]) if self.config.get("kmeans") else None
-        self.head = build_head(self.config["head"], codebook, **(self.config.get("head_conf") or {}))
+        codebooks = [Codebook.load(p) for p in split_list(self.config.get("kmeans"))] or None
+        self.head = build_head(self.config["head"], codebooks, **(self.config.get("head_conf") or {}))
         self.max_extend_s = max_extend_s
 
     @torch.inference_mode()

@@ -20,10 +20,11 @@ import torch
 from softtok.analysis.metrics import Contingency, GramStats, ScatterStats, purity_pnmi
 from softtok.downstream.asr.train import load_trained
 from softtok.tokenizers.datadir import DataError, evenly_spaced, read_kaldi_map
-from softtok.tokenizers.fileio import iter_scp, load_yaml, read_scp_entries
-from softtok.tokenizers.heads import SoftHead, TokenInput
+from softtok.tokenizers.fileio import iter_scp, read_scp_entries
+from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.tau import best_tau
 
 logger = logging.getLogger(__name__)
 
@@ -62,24 +63,24 @@ class TokenModel:
         self.codebook = Codebook.load(config["kmeans"])
         self.k = self.codebook.n_clusters
         self.tau = tau if tau is not None else self._tau_star(Path(exp_dir))
-        self.soft = SoftHead(self.codebook, self.tau)
+        self.soft = build_head("soft", self.codebook, tau=self.tau)
         self.joint = {"hard": Contingency(n_classes, self.k), "soft": Contingency(n_classes, self.k)}
         self.inputs = {"hard": Representation(n_classes, model=self.name, K=self.k, head="hard"),
                        "soft": Representation(n_classes, model=self.name, K=self.k, head="soft", tau=self.tau)}
 
     @staticmethod
     def _tau_star(exp: Path) -> float:
-        sweep = exp / "tau_sweep.yaml"
-        if not sweep.is_file():
-            raise FileNotFoundError(f"{sweep}: no τ sweep (run the recipe's sweep-tau stage or give --taus)")
-        return float(load_yaml(sweep)["best"]["tau"])
+        try:
+            return float(best_tau(exp))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc} (or give --taus)") from None
 
     @torch.inference_mode()
     def update(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        logits = self.soft.logits(x)  # −(d² − min d²)/τ: its argmax is the hard id
-        ids, probs = logits.argmax(1), torch.softmax(logits, dim=1)
-        self.joint["hard"].update(labels, ids=ids)
-        self.joint["soft"].update(labels, probs=probs)
+        logits = self.soft.logits(x)  # (T, 1, K) −(d² − min d²)/τ: its argmax is the hard id
+        ids, probs = logits.argmax(2), torch.softmax(logits, dim=2)
+        self.joint["hard"].update(labels, ids=ids[:, 0])
+        self.joint["soft"].update(labels, probs=probs[:, 0])
         self.inputs["hard"].update(self.embedding(TokenInput("ids", ids=ids)), labels)
         self.inputs["soft"].update(self.embedding(TokenInput("probs", probs=probs)), labels)
 

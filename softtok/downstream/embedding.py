@@ -1,203 +1,199 @@
 """TokenEmbedding: the one place where a model meets a TokenInput.
 
-Hard ids look up rows of E (K × d); dense soft probabilities give p @ E; top-k gives
-Σ_j w_j · E[id_j]; continuous features go through a linear layer. The same table E
-serves training on hard ids and inference on soft inputs, so no retraining is needed.
-:class:`StreamEmbedding` owns one such table per stream (SSL layers, dMel channels) and sums them.
+A discrete model holds one table E_s (K_s × d) per token stream and embeds a frame as Σ_s E_s(x_s): hard ids
+look up rows, dense soft probabilities give p_s @ E_s, top-k gives Σ_j w_j · E_s[id_j]. The same tables serve
+training on hard ids and inference on soft inputs, so no retraining is needed. A continuous model holds one
+linear layer per feature source and sums them (one linear layer over the concatenated features). One stream is
+the common case; several SSL layers or dMel channels give more (summing per-channel tables is the dMel paper's
+per-channel embeddings concatenated and projected, the projection folded in).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from softtok.tokenizers.heads import TokenInput
-from softtok.tokenizers.streams import StreamTokenInput
+
+Sizes = Union[int, Sequence[int], None]
+
+
+def _as_list(sizes: Sizes) -> Optional[List[int]]:
+    if sizes is None:
+        return None
+    return [int(s) for s in sizes] if isinstance(sizes, (list, tuple)) else [int(sizes)]
 
 
 class TokenEmbedding(nn.Module):
-    """Embed hard ids (…), soft probs (…, K), top-k (ids, weights) (…, k) or features (…, D) to (…, d)."""
+    """Embed hard ids (…, S), soft probs (…, S, K), top-k (…, S, k) or features (…, D) to (…, d).
 
-    def __init__(self, n_tokens: Optional[int], dim: int, feat_dim: Optional[int] = None):
+    ``n_tokens``: K of each stream (an int for one stream); ``feat_dim``: dim of each feature source (continuous).
+    """
+
+    def __init__(self, n_tokens: Sizes, dim: int, feat_dim: Sizes = None):
         super().__init__()
         if (n_tokens is None) == (feat_dim is None):
             raise ValueError("TokenEmbedding needs exactly one of n_tokens (discrete) or feat_dim (continuous)")
-        self.n_tokens, self.dim, self.feat_dim = n_tokens, dim, feat_dim
-        self.table = nn.Embedding(n_tokens, dim) if n_tokens is not None else None
-        self.linear = nn.Linear(feat_dim, dim) if feat_dim is not None else None
-
-    @torch.no_grad()
-    def init_from_centroids(self, centroids: np.ndarray | torch.Tensor) -> None:
-        """Start E as the centroids' top principal components (PCA to d dims, unit mean square entry).
-
-        A random table gives a hard-token model no notion of which tokens sound alike; this one
-        starts E_k where the k-means geometry puts token k, so training leaves the CTC plateau sooner
-        (issue 3: K=1024 never left it in 8 CPU epochs from a random table). E stays trainable.
-        """
-        if self.table is None:
-            raise ValueError("init_from_centroids needs a discrete TokenEmbedding")
-        c = torch.as_tensor(np.asarray(centroids), dtype=torch.float64)
-        if c.shape[0] != self.n_tokens:
-            raise ValueError(f"{c.shape[0]} centroids for a table of K={self.n_tokens}")
-        c = c - c.mean(0, keepdim=True)
-        _, _, v = torch.linalg.svd(c, full_matrices=False)
-        n = min(self.dim, v.shape[0])
-        proj = c @ v[:n].T  # (K, n), components in decreasing variance
-        table = torch.zeros(self.n_tokens, self.dim, dtype=torch.float64)
-        table[:, :n] = proj / proj.pow(2).mean().sqrt().clamp_min(1e-12) * (self.dim / n) ** 0.5
-        self.table.weight.copy_(table.to(self.table.weight.dtype))
+        self.sizes, self.feat_dims, self.dim = _as_list(n_tokens), _as_list(feat_dim), dim
+        self.tables = nn.ModuleList(nn.Embedding(k, dim) for k in self.sizes or [])
+        self.linears = nn.ModuleList(nn.Linear(d, dim) for d in self.feat_dims or [])
 
     @property
     def kind(self) -> str:
         """``discrete`` (accepts ids, probs, topk) or ``continuous`` (accepts feats)."""
-        return "discrete" if self.table is not None else "continuous"
-
-    def forward(self, tokens: TokenInput) -> torch.Tensor:
-        if tokens.kind == "feats":
-            self._expect("continuous", tokens.kind)
-            return self.linear(tokens.feats)
-        self._expect("discrete", tokens.kind)
-        weight = self.table.weight
-        if tokens.kind == "ids":
-            return self.table(tokens.ids)
-        if tokens.kind == "probs":
-            if tokens.probs.shape[-1] != self.n_tokens:
-                raise ValueError(f"soft probabilities over {tokens.probs.shape[-1]} tokens, model has K={self.n_tokens}")
-            return tokens.probs.to(weight.dtype) @ weight
-        if tokens.kind == "topk":
-            if int(tokens.ids.max()) >= self.n_tokens or int(tokens.ids.min()) < 0:
-                raise ValueError(f"top-k ids outside [0, K={self.n_tokens})")
-            return (tokens.weights.to(weight.dtype).unsqueeze(-1) * self.table(tokens.ids)).sum(-2)
-        raise ValueError(f"unknown TokenInput kind {tokens.kind!r}")
-
-    def _expect(self, kind: str, got: str) -> None:
-        if self.kind != kind:
-            raise ValueError(f"a {self.kind} TokenEmbedding cannot take {got!r} inputs")
-
-
-class StreamEmbedding(nn.Module):
-    """One :class:`TokenEmbedding` per stream, summed: Σ_s E_s(x_s) for a :class:`StreamTokenInput`.
-
-    Summing per-stream tables equals the dMel paper's per-channel embeddings concatenated and then
-    projected linearly (the projection folds into each table); for continuous inputs, summing per-stream
-    linear layers is one linear layer over the concatenated features.
-    """
-
-    def __init__(self, n_tokens: Optional[Sequence[int]], dim: int, feat_dim: Optional[Sequence[int]] = None):
-        super().__init__()
-        if (n_tokens is None) == (feat_dim is None):
-            raise ValueError("StreamEmbedding needs exactly one of n_tokens (discrete) or feat_dim (continuous)")
-        sizes = list(n_tokens if n_tokens is not None else feat_dim)
-        self.n_tokens = list(n_tokens) if n_tokens is not None else None
-        self.feat_dim = list(feat_dim) if feat_dim is not None else None
-        self.dim = dim
-        self.streams = nn.ModuleList(TokenEmbedding(k, dim) if n_tokens is not None else TokenEmbedding(None, dim, k)
-                                     for k in sizes)
+        return "discrete" if self.sizes is not None else "continuous"
 
     @property
-    def kind(self) -> str:
-        return self.streams[0].kind
+    def n_streams(self) -> int:
+        return len(self.tables) or len(self.linears)
 
     @torch.no_grad()
-    def init_from_centroids(self, centroids: Sequence[np.ndarray | torch.Tensor]) -> None:
-        """Each table from its codebook's PCA, turned by a fixed random rotation and scaled by 1/√S.
+    def init_from_centroids(self, centroids: Sequence[np.ndarray | torch.Tensor] | np.ndarray | torch.Tensor) -> None:
+        """Start each E_s as its codebook's top principal components (PCA to d dims, unit mean square entry).
 
-        Without the rotation every stream's first principal component would land on the same axis of the
-        sum (all 80 dMel channels on axis 0); with it the streams start in different directions and the
-        summed embedding keeps a unit mean square entry.
+        A random table gives a hard-token model no notion of which tokens sound alike; this one starts E_k
+        where the k-means geometry puts token k, so training leaves the CTC plateau sooner. With several
+        streams each table is turned by a fixed random rotation and scaled by 1/√S, so the streams' first
+        components do not all land on the same axis of the sum. The tables stay trainable.
         """
-        if len(centroids) != len(self.streams):
-            raise ValueError(f"{len(centroids)} codebooks for {len(self.streams)} embedding streams")
-        scale = len(self.streams) ** -0.5
-        for s, (emb, c) in enumerate(zip(self.streams, centroids)):
-            emb.init_from_centroids(c)
-            gen = torch.Generator().manual_seed(s)
-            rotation, _ = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=gen, dtype=torch.float64))
-            table = emb.table.weight.double() @ rotation.T * scale
-            emb.table.weight.copy_(table.to(emb.table.weight.dtype))
+        if self.kind != "discrete":
+            raise ValueError("init_from_centroids needs a discrete TokenEmbedding")
+        if isinstance(centroids, (np.ndarray, torch.Tensor)):
+            centroids = [centroids]
+        if len(centroids) != self.n_streams:
+            raise ValueError(f"{len(centroids)} codebooks for {self.n_streams} embedding streams")
+        for s, (table, c) in enumerate(zip(self.tables, centroids)):
+            pca = pca_table(c, table.num_embeddings, self.dim)
+            if self.n_streams > 1:
+                gen = torch.Generator().manual_seed(s)
+                rotation, _ = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=gen, dtype=torch.float64))
+                pca = pca.to(table.weight.dtype).double() @ rotation.T * self.n_streams ** -0.5
+            table.weight.copy_(pca.to(table.weight.dtype))
 
-    def forward(self, tokens: StreamTokenInput) -> torch.Tensor:
-        if not isinstance(tokens, StreamTokenInput):
-            raise ValueError(f"a {len(self.streams)}-stream embedding needs a StreamTokenInput, "
-                             f"got {type(tokens).__name__}")
-        if len(tokens.parts) != len(self.streams):
-            raise ValueError(f"{len(tokens.parts)} token streams for a model of {len(self.streams)} streams")
-        if tokens.kind == "feats" or self.kind == "continuous":
-            out = self.streams[0](tokens.parts[0])
-            for emb, part in zip(self.streams[1:], tokens.parts[1:]):
-                out = out + emb(part)
-            return out
+    def forward(self, tokens: TokenInput) -> torch.Tensor:
+        self._check(tokens)
+        if tokens.kind == "feats":
+            return self._linear(tokens.feats)
+        if len(self.tables) == 1:
+            return self._one_stream(tokens)
         return self._stacked(tokens)
 
-    def _stacked(self, tokens: StreamTokenInput) -> torch.Tensor:
-        """Σ_s E_s(x_s) in one op over the stacked tables (ΣK, d): 80 dMel streams cost one lookup, not 80."""
-        weight = torch.cat([e.table.weight for e in self.streams])
-        parts, sizes = tokens.parts, self.n_tokens
-        offsets = [sum(sizes[:s]) for s in range(len(sizes))]
+    def _check(self, tokens: TokenInput) -> None:
+        """One-line errors for input this model cannot take: kind, stream count, K, ids, feature dim."""
+        if tokens.kind == "feats" and self.kind == "discrete":
+            raise ValueError(f"model was trained on tokens (K={_text(self.sizes)}); it cannot take continuous features")
+        if tokens.kind != "feats" and self.kind == "continuous":
+            raise ValueError(f"model was trained on continuous features (dim {_text(self.feat_dims)}); "
+                             f"it cannot take {tokens.kind!r} token input")
+        if tokens.kind == "feats":
+            if tokens.feats.shape[-1] != sum(self.feat_dims):
+                raise ValueError(f"features of dim {tokens.feats.shape[-1]}, model takes dim {sum(self.feat_dims)}")
+            return
+        if tokens.n_streams != self.n_streams:
+            raise ValueError(f"{tokens.n_streams} token streams for a model of {self.n_streams} streams")
         if tokens.kind == "probs":
-            for s, (p, k) in enumerate(zip(parts, sizes)):
-                if p.probs.shape[-1] != k:
-                    raise ValueError(f"stream {s + 1}: soft probabilities over {p.probs.shape[-1]} tokens, "
-                                     f"model has K={k}")
-            return torch.cat([p.probs for p in parts], dim=-1).to(weight.dtype) @ weight
-        for s, (p, k) in enumerate(zip(parts, sizes)):
-            if p.ids.numel() and (int(p.ids.max()) >= k or int(p.ids.min()) < 0):
-                raise ValueError(f"stream {s + 1}: token ids outside [0, K={k})")
+            self._check_probs(tokens.probs)
+        else:
+            self._check_ids(tokens.ids if tokens.kind == "ids" else tokens.ids.movedim(-1, 0))
+
+    def _check_probs(self, probs: torch.Tensor) -> None:
+        if probs.shape[-1] != max(self.sizes):
+            raise ValueError(f"soft probabilities over K={probs.shape[-1]} tokens, model has K={_text(self.sizes)}")
+
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        """``ids`` (…, S): each stream's ids in [0, K_s)."""
+        if not ids.numel():
+            return
+        sizes = torch.tensor(self.sizes, device=ids.device)
+        flat = ids.reshape(-1, len(self.sizes))
+        bad = ((flat < 0) | (flat >= sizes)).any(dim=0)
+        if bool(bad.any()):
+            s = int(bad.nonzero()[0])
+            where = f"stream {s + 1}: " if len(self.sizes) > 1 else ""
+            raise ValueError(f"{where}token ids outside [0, K={self.sizes[s]})")
+
+    def _one_stream(self, tokens: TokenInput) -> torch.Tensor:
+        """One table: a lookup, p @ E, or Σ_j w_j E[id_j]."""
+        table = self.tables[0]
         if tokens.kind == "ids":
-            ids = torch.stack([p.ids + off for p, off in zip(parts, offsets)], dim=-1)
-            weights = None
-        else:  # topk
-            ids = torch.cat([p.ids + off for p, off in zip(parts, offsets)], dim=-1)
-            weights = torch.cat([p.weights for p in parts], dim=-1).to(weight.dtype)
+            return table(tokens.ids.squeeze(-1))
+        if tokens.kind == "probs":
+            return tokens.probs.squeeze(-2).to(table.weight.dtype) @ table.weight
+        weights = tokens.weights.squeeze(-2).to(table.weight.dtype)
+        return (weights.unsqueeze(-1) * table(tokens.ids.squeeze(-2))).sum(-2)
+
+    def _stacked(self, tokens: TokenInput) -> torch.Tensor:
+        """Σ_s E_s(x_s) in one op over the stacked tables (ΣK, d): 80 dMel streams cost one lookup, not 80."""
+        weight = torch.cat([t.weight for t in self.tables])
+        if tokens.kind == "probs":
+            probs = tokens.probs
+            if len(set(self.sizes)) == 1:
+                flat = probs.reshape(*probs.shape[:-2], -1)
+            else:
+                flat = torch.cat([probs[..., s, :k] for s, k in enumerate(self.sizes)], dim=-1)
+            return flat.to(weight.dtype) @ weight
+        offsets = torch.tensor([sum(self.sizes[:s]) for s in range(len(self.sizes))], device=tokens.ids.device)
+        if tokens.kind == "ids":
+            ids, weights = tokens.ids + offsets, None
+        else:  # topk: (…, S, k) → (…, S·k), stream-major
+            ids = (tokens.ids + offsets[:, None]).flatten(-2)
+            weights = tokens.weights.flatten(-2).to(weight.dtype)
         flat = ids.reshape(-1, ids.shape[-1])
         out = nn.functional.embedding_bag(flat, weight, mode="sum",
                                           per_sample_weights=None if weights is None else weights.reshape(flat.shape))
         return out.reshape(*ids.shape[:-1], self.dim)
 
+    def _linear(self, feats: torch.Tensor) -> torch.Tensor:
+        """Σ_i W_i x_i + b_i over the feature sources' columns."""
+        parts = torch.split(feats, self.feat_dims, dim=-1) if len(self.linears) > 1 else (feats,)
+        out = self.linears[0](parts[0])
+        for linear, x in zip(self.linears[1:], parts[1:]):
+            out = out + linear(x)
+        return out
 
-def build_token_embedding(n_tokens: Union[int, Sequence[int], None], dim: int,
-                          feat_dim: Union[int, Sequence[int], None] = None) -> nn.Module:
-    """A :class:`TokenEmbedding` for int sizes, a :class:`StreamEmbedding` for lists (one size per stream)."""
-    if isinstance(n_tokens, (list, tuple)) or isinstance(feat_dim, (list, tuple)):
-        return StreamEmbedding(n_tokens, dim, feat_dim)
-    return TokenEmbedding(n_tokens, dim, feat_dim)
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        """Read checkpoints of the earlier layouts too (``table.*`` / ``linear.*``, ``streams.<s>.table.*``)."""
+        rename_legacy_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-def pad_token_inputs(items: List[TokenInput] | List[StreamTokenInput], pad_id: int = 0
-                     ) -> Tuple[TokenInput | StreamTokenInput, torch.Tensor]:
-    """Batch per-utterance TokenInputs of one kind into padded (B, T, …) tensors plus lengths (B,).
+def rename_legacy_keys(state_dict: Dict[str, Any], prefix: str) -> None:
+    """Map the one-stream (``table``, ``linear``) and multi-stream (``streams.<s>.table``) keys to ``tables.<s>``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        parts = rest.split(".")
+        if parts[0] in ("table", "linear"):
+            new = f"{parts[0]}s.0." + ".".join(parts[1:])
+        elif parts[0] == "streams" and len(parts) > 2 and parts[2] in ("table", "linear"):
+            new = f"{parts[2]}s.{parts[1]}." + ".".join(parts[3:])
+        else:
+            continue
+        state_dict[prefix + new] = state_dict.pop(key)
 
-    StreamTokenInputs are padded stream by stream into one batched StreamTokenInput.
-    """
-    if items and isinstance(items[0], StreamTokenInput):
-        n = {len(t.parts) for t in items}
-        if len(n) != 1:
-            raise ValueError(f"cannot batch inputs with different stream counts {sorted(n)}")
-        parts = [pad_token_inputs([t.parts[s] for t in items], pad_id) for s in range(n.pop())]
-        return StreamTokenInput([p for p, _ in parts]), parts[0][1]
-    kinds = {t.kind for t in items}
-    if len(kinds) != 1:
-        raise ValueError(f"cannot batch mixed TokenInput kinds {sorted(kinds)}")
-    kind = kinds.pop()
-    lengths = torch.tensor([len(t) for t in items], dtype=torch.long)
 
-    def pad(tensors: List[torch.Tensor], value: float = 0) -> torch.Tensor:
-        return nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
+def rename_prefix(state_dict: Dict[str, Any], old: str, new: str) -> None:
+    """Rename every key that starts with ``old`` to start with ``new`` (a module renamed since a checkpoint)."""
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[new + key[len(old):]] = state_dict.pop(key)
 
-    if kind == "ids":
-        return TokenInput("ids", ids=pad([t.ids for t in items], pad_id)), lengths
-    # soft padding is the one-hot of pad_id, so padded frames embed as E[pad_id] as they do for hard ids (not as 0):
-    # the encoder's convolutions see padded frames, and a model trained on hard tokens saw E[pad_id] there
-    padded = torch.arange(max(lengths.tolist(), default=0))[None, :] >= lengths[:, None]  # (B, T)
-    if kind == "probs":
-        probs = pad([t.probs for t in items])
-        probs[..., pad_id][padded] = 1.0
-        return TokenInput("probs", probs=probs), lengths
-    if kind == "topk":
-        weights = pad([t.weights for t in items])
-        weights[..., 0][padded] = 1.0  # with ids padded to pad_id
-        return TokenInput("topk", ids=pad([t.ids for t in items], pad_id), weights=weights), lengths
-    return TokenInput("feats", feats=pad([t.feats for t in items])), lengths
+
+def pca_table(centroids: np.ndarray | torch.Tensor, n_tokens: int, dim: int) -> torch.Tensor:
+    """(K, d) float64 table of the centroids' top principal components, scaled to a unit mean square entry."""
+    c = torch.as_tensor(np.asarray(centroids), dtype=torch.float64)
+    if c.shape[0] != n_tokens:
+        raise ValueError(f"{c.shape[0]} centroids for a table of K={n_tokens}")
+    c = c - c.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(c, full_matrices=False)
+    n = min(dim, v.shape[0])
+    proj = c @ v[:n].T  # (K, n), components in decreasing variance
+    table = torch.zeros(n_tokens, dim, dtype=torch.float64)
+    table[:, :n] = proj / proj.pow(2).mean().sqrt().clamp_min(1e-12) * (dim / n) ** 0.5
+    return table
+
+
+def _text(sizes: Optional[List[int]]) -> str:
+    """K (or dims) of the streams for messages: ``16``, or ``8+8`` for several."""
+    return "+".join(map(str, sizes or []))

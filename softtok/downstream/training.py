@@ -18,10 +18,13 @@ import numpy as np
 import torch
 
 from softtok.downstream import distributed
+from softtok.downstream.embedding import TokenEmbedding
 from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
+from softtok.tokenizers.heads import Head, add_head_args
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
+from softtok.tokenizers.tau import one_or_list
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +33,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     """The options every downstream ``train`` CLI shares: input head, codebook, experiment folder, device."""
     from softtok.common import yaml_mapping
 
-    p.add_argument("--kmeans", help="codebook .npy (discrete heads)")
-    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
-    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}'")
+    p.add_argument("--kmeans", help="codebook .npy (discrete heads); a comma list: one per feature source")
+    add_head_args(p, shortcuts=False)
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
@@ -52,10 +54,8 @@ def load_run_config(config_path: str, defaults: Dict[str, Any], overrides: Dict[
     return conf
 
 
-def load_codebook(kmeans: Optional[str], feats_scp: str) -> Optional[Codebook]:
-    """The codebook at ``kmeans`` (None without one), refused if ``feats_scp`` was made by other features."""
-    if not kmeans:
-        return None
+def load_codebook(kmeans: str, feats_scp: str) -> Codebook:
+    """The codebook at ``kmeans``, refused if ``feats_scp`` was made by other features."""
     codebook = Codebook.load(kmeans)
     codebook.check_spec(feature_spec_of(feats_scp), source=feats_scp)
     return codebook
@@ -72,23 +72,25 @@ def load_codebooks(kmeans: Optional[str], feats: str) -> Optional[List[Codebook]
     return [load_codebook(p, f) for p, f in zip(paths, scps)]
 
 
+def kmeans_entry(kmeans: Optional[str]) -> Optional[str | List[str]]:
+    """``--kmeans`` as config.yaml records it: the resolved path, or a list of them for several sources."""
+    if not kmeans:
+        return None
+    return one_or_list([str(Path(p).resolve()) for p in split_list(kmeans)])
+
+
 EMBED_INITS = ("random", "centroids")
 
 
-def init_embedding(embedding: torch.nn.Module, how: str,
-                   codebook: Union[Codebook, Sequence[Optional[Codebook]], None]) -> None:
-    """Config key ``embed_init``: ``random`` (nn.Embedding's N(0, 1)) or ``centroids`` (PCA of the codebook;
-    of each stream's codebook, for a list)."""
+def init_embedding(embedding: TokenEmbedding, how: str, head: Head) -> None:
+    """Config key ``embed_init``: ``random`` (nn.Embedding's N(0, 1)) or ``centroids`` (each stream's table from
+    the PCA of its codebook; see :meth:`TokenEmbedding.init_from_centroids`)."""
     if how not in EMBED_INITS:
         raise ValueError(f"embed_init must be one of {EMBED_INITS}, got {how!r}")
-    if how != "centroids" or codebook is None:
-        return  # continuous models get no codebook: nothing to do
-    if isinstance(codebook, Codebook):
-        embedding.init_from_centroids(codebook.centroids)
-        logger.info("token embedding initialised from the PCA of %d centroids", codebook.n_clusters)
-    else:
-        embedding.init_from_centroids([c.centroids for c in codebook])
-        logger.info("%d token-embedding tables initialised from their codebooks' PCA", len(codebook))
+    if how != "centroids" or head.name == "continuous":
+        return  # continuous models have no token table
+    embedding.init_from_centroids(head.codebooks.centroids())
+    logger.info("%d token-embedding table(s) initialised from their codebooks' PCA", head.codebooks.n_streams)
 
 
 def default_device() -> str:

@@ -20,73 +20,51 @@ from typing import Any, Dict, List, Optional, Sequence
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
-from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
-                                    tau_of, training_summary, write_report)
+from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure,
+                                    training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.heads import run_dir_name
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.streams import SEP, is_per_channel, split_list, tau_scales, tau_tag
+from softtok.tokenizers.streams import SEP, split_list
+from softtok.tokenizers.tau import SWEEP_FILE, SweepRule, Tau, best_tau, load_sweep, run_sweep, tau_grid
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAU_FACTORS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 MAX_CER_RISE = 1.0  # CER points above hard's that disqualify a τ
+ASR_RULE = SweepRule(minimise=("wer", "cer"), guard="cer", max_rise=MAX_CER_RISE)
 
 
-def choose_tau(rows: Sequence[Dict[str, Any]], hard: Dict[str, float],
-               max_cer_rise: float = MAX_CER_RISE) -> Dict[str, Any]:
-    """The sweep row with the lowest dev WER (then CER) among τ whose CER stays within ``max_cer_rise`` of hard's.
+def choose_tau(rows: Sequence[Dict[str, Any]], hard: Dict[str, float]) -> Dict[str, Any]:
+    """The sweep row with the lowest dev WER (then CER) among τ whose CER stays within ``MAX_CER_RISE`` of hard's.
 
     Where no τ qualifies, the smallest τ (the one closest to hard decoding) is returned, marked ``eligible: False``.
     """
-    eligible = [r for r in rows if r["cer"] <= hard["cer"] + max_cer_rise]
-    if not eligible:
-        return {**min(rows, key=lambda r: r["tau"]), "eligible": False}
-    return {**min(eligible, key=lambda r: (r["wer"], r["cer"])), "eligible": True}
+    return ASR_RULE.choose(rows, hard)
 
 
-def _decode_name(head: str, tau: Optional[float | List[float]] = None, search: str = "greedy") -> str:
-    if tau is None:
-        tag = head
-    elif isinstance(tau, list):  # one τ per feature stream, as MultiStreamHead.settings() names it
-        tag = f"{head}_tau{tau_tag(tau)}"
-    else:
-        tag = f"{head}_tau{tau:g}"  # as SoftHead.settings() names it
-    return f"decode_{tag}_{search}"
-
-
-def _tau_grid(config: Dict[str, Any], feats: str, factors: Sequence[float]):
-    """(scale, [(factor, τ)]) of a model's codebook; per-source scales and τ lists for a multi-stream model."""
-    paths = split_list(config["kmeans"])
-    if len(paths) == 1 and not is_per_channel(Codebook.load(paths[0])):
-        return tau_grid(Codebook.load(paths[0]), feats, factors)
-    scales = tau_scales([Codebook.load(p) for p in paths], split_list(feats))
-    taus = [(f, [tau_of(f, s) for s in scales]) for f in factors]
-    return (scales[0] if len(scales) == 1 else scales), [(f, t[0] if len(t) == 1 else t) for f, t in taus]
+def decode_dir(head: str, tau: Optional[Tau] = None, search: str = "greedy") -> str:
+    """``decode_<head>[_tau<τ>]_<search>``: decode folders named by their settings."""
+    return run_dir_name("decode", head, tau, search=search)
 
 
 def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
               set_name: str = "dev", search: str = "greedy") -> Dict[str, Any]:
-    """Decode dev with the hard head and soft heads over the τ grid; pick τ* (lowest dev WER)."""
+    """Decode dev with the hard head and soft heads over the τ grid; pick τ* (:data:`ASR_RULE`)."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
-    scale, grid = _tau_grid(config, feats, factors)
-    hard = decode(exp_dir, feats, str(exp / _decode_name("hard", None, search) / set_name), text, "hard",
-                  search=search)
-    rows = []
-    for f, tau in grid:
-        out = exp / _decode_name("soft", tau, search) / set_name
-        res = decode(exp_dir, feats, str(out), text, "soft", {"tau": tau}, search=search)
-        rows.append({"factor": f, "tau": tau, "wer": res["wer"], "cer": res["cer"], "seconds": res["seconds"]})
-        logger.info("τ = %s (%.3g × median d²): dev WER %.2f", tau_tag(tau), f, res["wer"])
-    best = choose_tau(rows, hard)
-    if not best["eligible"]:
-        logger.warning("no τ keeps dev CER within %.1f of hard's %.2f; using the smallest, τ = %g",
-                       MAX_CER_RISE, hard["cer"], tau_tag(best["tau"]))
-    sweep = {"set": set_name, "median_sqdist": scale, "hard": {"wer": hard["wer"], "cer": hard["cer"]},
-             "max_cer_rise": MAX_CER_RISE, "sweep": rows, "best": best}
-    save_yaml(exp / "tau_sweep.yaml", sweep)
-    return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": hard["wer"]}
+    scale, grid = tau_grid([Codebook.load(p) for p in split_list(config["kmeans"])], split_list(feats), factors)
+
+    def score(tau: Optional[Tau]) -> Dict[str, Any]:
+        head = "hard" if tau is None else "soft"
+        return decode(exp_dir, feats, str(exp / decode_dir(head, tau, search) / set_name), text, head,
+                      None if tau is None else {"tau": tau}, search=search)
+
+    sweep = run_sweep(grid, score, ("wer", "cer", "seconds"), ("wer", "cer"), ASR_RULE, set_name, scale)
+    sweep.save(exp)
+    best = sweep.best
+    return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": sweep.hard["wer"]}
 
 
 def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search: str = "greedy") -> Dict[str, Any]:
@@ -96,14 +74,11 @@ def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search:
     if config.get("n_tokens") is None:
         heads = [("continuous", None)]
     else:
-        sweep = exp / "tau_sweep.yaml"
-        if not sweep.is_file():
-            raise FileNotFoundError(f"{sweep}: run sweep-tau on dev first (τ is chosen on dev only)")
-        heads = [("hard", None), ("soft", load_yaml(sweep)["best"]["tau"])]
+        heads = [("hard", None), ("soft", best_tau(exp))]
     done = 0
     for name in sets:
         for head, tau in heads:
-            out = exp / _decode_name(head, tau, search) / name
+            out = exp / decode_dir(head, tau, search) / name
             if (out / "decode.yaml").is_file():
                 continue
             feats = SEP.join(f"{d}/{name}/feats.scp" for d in split_list(dump))  # one dump folder per stream
@@ -125,18 +100,18 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
     """
     exp_path = Path(exp)
     results: Dict[str, Any] = {"K": {}, "search": search}
-    cont_dir = exp_path / continuous / _decode_name("continuous", None, search)
+    cont_dir = exp_path / continuous / decode_dir("continuous", None, search)
     for k in ks:
         model = exp_path / f"asr_hard_k{k}"
-        sweep = load_yaml(model / "tau_sweep.yaml")
+        sweep = load_sweep(model)
         tau = sweep["best"]["tau"]
-        dirs = {"hard": model / _decode_name("hard", None, search),
-                "soft": model / _decode_name("soft", tau, search), "continuous": cont_dir}
+        dirs = {"hard": model / decode_dir("hard", None, search),
+                "soft": model / decode_dir("soft", tau, search), "continuous": cont_dir}
         taus = {"soft": tau}
         soft_model = exp_path / f"asr_soft_k{k}"
-        if (soft_model / "tau_sweep.yaml").is_file():
-            taus["soft_trained"] = load_yaml(soft_model / "tau_sweep.yaml")["best"]["tau"]
-            dirs["soft_trained"] = soft_model / _decode_name("soft", taus["soft_trained"], search)
+        if (soft_model / SWEEP_FILE).is_file():
+            taus["soft_trained"] = best_tau(soft_model)
+            dirs["soft_trained"] = soft_model / decode_dir("soft", taus["soft_trained"], search)
         per_k: Dict[str, Any] = {}
         for name in sets:
             tables = {h: load_per_utt(d / name) for h, d in dirs.items() if (d / name / "per_utt.txt").is_file()}
@@ -160,7 +135,7 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
         per_k["_tau_sweep"] = sweep
         if "soft_trained" in taus:
             per_k["_soft_trained"] = {"train_tau": load_yaml(soft_model / "config.yaml")["head_conf"]["tau"],
-                                      "tau_sweep": load_yaml(soft_model / "tau_sweep.yaml")}
+                                      "tau_sweep": load_sweep(soft_model)}
         results["K"][str(k)] = per_k
     results["training"] = {model.name: training_summary(model) for model in sorted(exp_path.glob("asr_*"))
                            if (model / "history.yaml").is_file()}

@@ -1,9 +1,5 @@
-"""What the recipe stage modules (:mod:`.asr`, :mod:`.voc`) share: the τ grid, the command log, the environment
-line, results.json + RESULTS.md writing, PNG figures and training summaries.
-
-The τ grid is multiples of the median squared distance of (dev) frames to their nearest centroid, so one list
-of factors means the same sharpness whatever the feature scale or K.
-"""
+"""What the recipe stage modules (:mod:`.asr`, :mod:`.voc`) share: the command log, the environment line,
+results.json + RESULTS.md writing, PNG figures and training summaries (τ lives in softtok.tokenizers.tau)."""
 
 from __future__ import annotations
 
@@ -16,18 +12,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from softtok.tokenizers.fileio import atomic_path, atomic_write_text, load_yaml
-from softtok.tokenizers.kmeans import Codebook, median_nearest_sqdist
-
-
-def tau_of(factor: float, scale: float) -> float:
-    """τ = factor × scale to 4 significant digits: short, stable directory names (``..._tau2.9``)."""
-    return float(f"{factor * scale:.4g}")
-
-
-def tau_grid(codebook: Codebook, feats: str, factors: Sequence[float]) -> Tuple[float, List[Tuple[float, float]]]:
-    """(median squared nearest-centroid distance of ``feats``, [(factor, τ), ...]) for a τ sweep."""
-    scale = median_nearest_sqdist(codebook, feats)
-    return scale, [(f, tau_of(f, scale)) for f in factors]
 
 
 def read_commands(path: Optional[str]) -> str:

@@ -40,12 +40,15 @@ import torch
 from softtok.common import run_job, setup_logging
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, write_score_dir
 from softtok.downstream.vocoder import metrics as M
-from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
+from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure,
                                     training_summary, write_report)
 from softtok.tokenizers.audio import read_audio, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, evenly_spaced, load_data_dir, read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import atomic_write_text, load_yaml, save_npy, save_yaml
+from softtok.tokenizers.heads import run_dir_name
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import split_list
+from softtok.tokenizers.tau import SweepRule, Tau, best_tau, run_sweep, tau_grid
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +64,9 @@ GROUPS = {  # metric groups per kind of set
 F0_MAX_LEN_DIFF = 5  # 10 ms frames: a vocoder keeps the input's duration to within a token frame
 
 
-def synth_name(head: str, tau: Optional[float] = None) -> str:
+def synth_name(head: str, tau: Optional[Tau] = None) -> str:
     """``synth_<head>[_tau<τ>]``: synthesis folders named by their settings, as decode folders are."""
-    return f"synth_{head}" if tau is None else f"synth_{head}_tau{tau:g}"
+    return run_dir_name("synth", head, tau)
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -252,15 +255,12 @@ def synthesize_set(exp_dir: str | Path, feats: str, head: str, tau: Optional[flo
     return out
 
 
-def model_heads(exp_dir: str | Path) -> List[Tuple[str, Optional[float]]]:
+def model_heads(exp_dir: str | Path) -> List[Tuple[str, Optional[Tau]]]:
     """[(head, τ)]: hard and soft(τ* from dev) for token models, continuous for feature models."""
     exp = Path(exp_dir)
     if load_yaml(exp / "config.yaml").get("n_tokens") is None:
         return [("continuous", None)]
-    sweep = exp / "tau_sweep.yaml"
-    if not sweep.is_file():
-        raise FileNotFoundError(f"{sweep}: run sweep-tau on dev first (τ is chosen on dev only)")
-    return [("hard", None), ("soft", load_yaml(sweep)["best"]["tau"])]
+    return [("hard", None), ("soft", best_tau(exp))]
 
 
 def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
@@ -272,29 +272,22 @@ def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] 
     config = load_yaml(exp / "config.yaml")
     if config.get("n_tokens") is None:
         raise ValueError(f"{exp}: a continuous-input model has no τ to sweep")
-    scale, grid = tau_grid(Codebook.load(config["kmeans"]), feats, factors)
+    scale, grid = tau_grid([Codebook.load(p) for p in split_list(config["kmeans"])], split_list(feats), factors)
     evaluator = Evaluator()
 
-    def score(head: str, tau: Optional[float]) -> Dict[str, float]:
-        out = synthesize_set(exp, feats, head, tau, set_name)
+    def score(tau: Optional[Tau]) -> Dict[str, float]:
+        out = synthesize_set(exp, feats, "hard" if tau is None else "soft", tau, set_name)
         if (out / "metrics.json").is_file():
             return load_json(out / "metrics.json")["summary"]
         return evaluator.evaluate(data_dir, out, "dev", out / "wav.scp")
 
-    hard = score("hard", None)
-    rows = []
-    for f, tau in grid:
-        res = score("soft", tau)
-        rows.append({"factor": f, "tau": tau, "mcd_db": res["mcd_db"], "mel_dist": res["mel_dist"]})
-        logger.info("τ = %.4g (%.3g × median d²): dev MCD %.3f dB, log-mel distance %.4f", tau, f, res["mcd_db"],
-                    res["mel_dist"])
     key = CRITERIA[criterion]
-    best = dict(min(rows, key=lambda r: (r[key], r["tau"])))
-    sweep = {"set": set_name, "criterion": key, "median_sqdist": scale,
-             "hard": {"mcd_db": hard["mcd_db"], "mel_dist": hard["mel_dist"]}, "sweep": rows, "best": best}
-    save_yaml(exp / "tau_sweep.yaml", sweep)
+    rule = SweepRule(minimise=(key, "tau"), criterion=key)
+    sweep = run_sweep(grid, score, ("mcd_db", "mel_dist"), ("mcd_db", "mel_dist"), rule, set_name, scale)
+    sweep.save(exp)
+    best = sweep.best
     return {"tau": best["tau"], "factor": best["factor"], f"dev_{key}_soft": round(best[key], 4),
-            f"dev_{key}_hard": round(hard[key], 4)}
+            f"dev_{key}_hard": round(sweep.hard[key], 4)}
 
 
 def synth_eval(exp_dir: str, dump: str, data: str, id_sets: Sequence[str], ood_sets: Sequence[str],

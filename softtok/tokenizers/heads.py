@@ -1,34 +1,38 @@
 """Assignment heads: the one place that knows hard tokens from soft ones.
 
-A head maps features (T, D) to a :class:`TokenInput`:
-- ``hard``: ids (T,) of the nearest centroid;
-- ``soft``: p(k|x) = softmax_k(−‖x − c_k‖² / τ), dense (T, K) or top-k (ids, weights),
-  renormalised over the k kept centroids;
+A head maps stacked features (T, Σ D_i) of its sources to a :class:`TokenInput` over S token streams (one
+stream is the common case; several SSL layers or dMel channels give more):
+- ``hard``: ids (T, S) of each stream's nearest centre;
+- ``soft``: p(k|x) = softmax_k(−‖x − c_k‖² / τ) per stream, dense (T, S, K) or top-k (ids, weights),
+  renormalised over the k kept centres; one τ per source;
 - ``continuous``: the features themselves.
-τ → 0 gives the hard ids exactly (the same distances decide both).
+Every codebook gives (T, S, K) squared distances (:class:`~softtok.tokenizers.streams.StreamCodebooks`) that
+go through the same argmin or softmax, so τ → 0 gives the hard ids exactly.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import StreamCodebooks, per_source, split_sources
+from softtok.tokenizers.tau import Tau, check_tau, one_or_list, tau_tag
 
 KINDS = ("ids", "probs", "topk", "feats")
-FAISS_TOPK_MIN_K = 4096  # above this codebook size top-k uses a faiss search on CPU
+Codebooks = Union[Codebook, Sequence[Codebook], StreamCodebooks, None]
 
 
 @dataclass
 class TokenInput:
-    """What a model's token embedding consumes; exactly the fields of ``kind`` are set.
+    """What a model's token embedding consumes; exactly the fields of ``kind`` are set. S = token streams.
 
-    ids: (T,) int64 for ``ids``; (T, k) int64 for ``topk``.
-    probs: (T, K) float32 for ``probs``.  weights: (T, k) float32 for ``topk``, rows sum to 1.
-    feats: (T, D) float32 for ``feats``.
+    ids: (…, T, S) int64 for ``ids``; (…, T, S, k) int64 for ``topk``.
+    probs: (…, T, S, K) float32 for ``probs`` (a stream with fewer than K centres has zeros beyond its own).
+    weights: (…, T, S, k) float32 for ``topk``, rows sum to 1.  feats: (…, T, D) float32 for ``feats``.
     """
 
     kind: str
@@ -37,134 +41,203 @@ class TokenInput:
     weights: Optional[torch.Tensor] = None
     feats: Optional[torch.Tensor] = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown TokenInput kind {self.kind!r}; choose from {KINDS}")
+
     def __len__(self) -> int:
-        for t in (self.ids, self.probs, self.feats):
-            if t is not None:
-                return int(t.shape[0])
-        return 0
+        return int(self.main.shape[0])
+
+    @property
+    def main(self) -> torch.Tensor:
+        """The tensor that carries the frames: ids, probs or feats."""
+        return {"ids": self.ids, "topk": self.ids, "probs": self.probs, "feats": self.feats}[self.kind]
+
+    @property
+    def n_streams(self) -> Optional[int]:
+        """S, or None for features (a model splits those by its own source dims)."""
+        if self.kind == "feats":
+            return None
+        return int(self.main.shape[-1 if self.kind == "ids" else -2])
 
     def nbytes(self) -> int:
         """Memory held by the tensors (for the dense vs top-k comparison)."""
         return sum(t.numel() * t.element_size() for t in (self.ids, self.probs, self.weights, self.feats)
                    if t is not None)
 
+    def single_stream(self) -> Dict[str, torch.Tensor]:
+        """The tensors of a one-stream input without the stream axis (the token file layouts)."""
+        if self.kind == "feats":
+            return {"feats": self.feats}
+        if self.n_streams != 1:
+            raise ValueError(f"{self.n_streams} token streams where one is expected")
+        axis = -1 if self.kind == "ids" else -2
+        return {name: t.squeeze(axis) for name, t in (("ids", self.ids), ("probs", self.probs),
+                                                      ("weights", self.weights)) if t is not None}
+
+
+def head_tag(name: str, tau: Optional[Tau] = None, top_k: Optional[int] = None) -> str:
+    """A head's settings as output folder names write them: ``hard``, ``soft_tau2.9``, ``soft_tau2.9-3.1_topk32``."""
+    return name + (f"_tau{tau_tag(tau)}" if tau is not None else "") + (f"_topk{top_k}" if top_k else "")
+
+
+def run_dir_name(prefix: str, name: str, tau: Optional[Tau] = None, top_k: Optional[int] = None,
+                 search: Optional[str] = None) -> str:
+    """The one place output folders are named from head settings: ``decode_soft_tau2.9_greedy``, ``synth_hard``."""
+    return f"{prefix}_{head_tag(name, tau, top_k)}" + (f"_{search}" if search else "")
+
 
 class Head:
-    """Base head: ``__call__(feats (T, D)) -> TokenInput``."""
+    """Base head: ``__call__(feats (T, Σ D_i)) -> TokenInput`` over the streams of ``codebooks``."""
 
     name = ""
     needs_codebook = True
 
+    def __init__(self, codebooks: Optional[StreamCodebooks]):
+        self.codebooks = codebooks
+
     def __call__(self, feats: torch.Tensor) -> TokenInput:
         raise NotImplementedError
 
+    @property
+    def tau(self) -> Optional[Tau]:
+        return None
+
+    @property
+    def top_k(self) -> Optional[int]:
+        return None
+
     def settings(self) -> str:
-        """Short tag for output directory names, e.g. ``soft_tau8_topk32``."""
-        return self.name
+        """Short tag for output folder names, e.g. ``soft_tau8_topk32``."""
+        return head_tag(self.name, self.tau, self.top_k)
 
 
 class HardHead(Head):
-    """One-hot tokens: the id of the nearest centroid."""
+    """One-hot tokens: the id of each stream's nearest centre."""
 
     name = "hard"
 
-    def __init__(self, codebook: Codebook):
-        self.codebook = codebook
-
     def __call__(self, feats: torch.Tensor) -> TokenInput:
-        return TokenInput("ids", ids=self.codebook.assign(feats))
-
-
-def format_number(x: float) -> str:
-    """A number as folder names write it: ``%g`` without the exponent's ``+``."""
-    return f"{x:g}".replace("+", "")
+        return TokenInput("ids", ids=torch.cat([d2.argmin(dim=2) for d2 in self.codebooks.sqdist(feats)], dim=1))
 
 
 class SoftHead(Head):
-    """Soft assignment over centroids at temperature ``tau``; ``top_k`` keeps the k nearest."""
+    """Soft assignment over each stream's centres at temperature ``tau`` (one per source); ``top_k`` keeps the k
+    nearest. ``use_faiss`` forces (True) or forbids (False) the faiss top-k search (default: by codebook size)."""
 
     name = "soft"
 
-    def __init__(self, codebook: Codebook, tau: float, top_k: Optional[int] = None,
+    def __init__(self, codebooks: StreamCodebooks, tau: Tau, top_k: Optional[int] = None,
                  use_faiss: Optional[bool] = None):
-        if tau is None or not np.isfinite(tau) or tau <= 0:
-            raise ValueError(f"soft head: tau must be a finite number > 0, got {tau!r}")
-        if top_k is not None and not 1 <= top_k <= codebook.n_clusters:
-            raise ValueError(f"soft head: top_k={top_k} must be in [1, K={codebook.n_clusters}]")
-        self.codebook, self.tau, self.top_k = codebook, float(tau), top_k
-        self.use_faiss = use_faiss
-        self._faiss_index = None
+        super().__init__(codebooks)
+        self.taus = [check_tau(t) for t in per_source(tau, len(codebooks.sources), "tau")]
+        smallest = min(codebooks.sizes)
+        if top_k is not None and not 1 <= top_k <= smallest:
+            raise ValueError(f"soft head: top_k={top_k} must be in [1, K={smallest}]")
+        self._top_k, self.use_faiss = top_k, use_faiss
+
+    @property
+    def tau(self) -> Tau:
+        return one_or_list(self.taus)
+
+    @property
+    def top_k(self) -> Optional[int]:
+        return self._top_k
 
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """−(d² − min d²)/τ: the max logit is exactly 0, so no overflow at any τ."""
-        d2 = self.codebook.distances(feats)
-        return -(d2 - d2.min(dim=1, keepdim=True).values) / self.tau
+        """−(d² − min d²)/τ per stream, (T, S, K): the max logit is exactly 0, so no overflow at any τ.
+
+        Streams with fewer than K centres are padded with −inf (probability exactly 0).
+        """
+        parts = [-(d2 - d2.min(dim=2, keepdim=True).values) / tau
+                 for d2, tau in zip(self.codebooks.sqdist(feats), self.taus)]
+        width = max(p.shape[2] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, width - p.shape[2]), value=-float("inf")) for p in parts]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def __call__(self, feats: torch.Tensor) -> TokenInput:
-        if self.top_k is None:
-            return TokenInput("probs", probs=torch.softmax(self.logits(feats), dim=1))
-        ids, d2 = self._nearest(feats, self.top_k)
-        weights = torch.softmax(-(d2 - d2[:, :1]) / self.tau, dim=1)
-        return TokenInput("topk", ids=ids, weights=weights)
-
-    def _nearest(self, feats: torch.Tensor, k: int):
-        """The k nearest centroids, ascending by distance: (ids (T, k), d² (T, k))."""
-        use_faiss = self.use_faiss
-        if use_faiss is None:
-            use_faiss = feats.device.type == "cpu" and self.codebook.n_clusters >= FAISS_TOPK_MIN_K
-        if use_faiss:
-            return self._faiss_nearest(feats, k)
-        d2 = self.codebook.distances(feats)
-        d2k, ids = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        return ids, d2k
-
-    def _faiss_nearest(self, feats: torch.Tensor, k: int):
-        import faiss
-
-        self.codebook.check_features(feats)
-        if self._faiss_index is None:
-            self._faiss_index = faiss.IndexFlatL2(self.codebook.dim)
-            self._faiss_index.add(self.codebook.centroids)
-        d2, ids = self._faiss_index.search(np.ascontiguousarray(feats.cpu().numpy(), dtype=np.float32), k)
-        return torch.from_numpy(ids).long(), torch.from_numpy(d2).clamp_min(0.0)
-
-    def settings(self) -> str:
-        tag = f"soft_tau{format_number(self.tau)}"
-        return tag + (f"_topk{self.top_k}" if self.top_k else "")
+        if self._top_k is None:
+            return TokenInput("probs", probs=torch.softmax(self.logits(feats), dim=2))
+        nearest = self.codebooks.nearest(feats, self._top_k, self.use_faiss)
+        weights = [torch.softmax(-(d2 - d2[:, :, :1]) / tau, dim=2) for (_, d2), tau in zip(nearest, self.taus)]
+        return TokenInput("topk", ids=torch.cat([ids for ids, _ in nearest], dim=1), weights=torch.cat(weights, dim=1))
 
 
 class ContinuousHead(Head):
-    """The features pass through (the continuous-input baseline)."""
+    """The features pass through (the continuous-input baseline), checked against the codebooks' dims if given."""
 
     name = "continuous"
     needs_codebook = False
 
-    def __init__(self, codebook: Optional[Codebook] = None):
-        self.codebook = codebook
+    def __init__(self, codebooks: Optional[StreamCodebooks] = None, source_dims: Optional[Sequence[int]] = None):
+        super().__init__(codebooks)
+        self.source_dims = list(source_dims) if source_dims is not None else \
+            (codebooks.source_dims if codebooks is not None else None)
 
     def __call__(self, feats: torch.Tensor) -> TokenInput:
-        if self.codebook is not None:
-            self.codebook.check_features(feats)
+        if self.codebooks is not None:
+            for cb, x in zip(self.codebooks.sources, self.codebooks.split(feats)):
+                cb.check_features(x)
+        elif self.source_dims is not None:
+            split_sources(feats, self.source_dims)
         return TokenInput("feats", feats=feats.float())
 
 
 HEADS: Dict[str, Callable[..., Head]] = {"hard": HardHead, "soft": SoftHead, "continuous": ContinuousHead}
 
 
-def build_head(name: str, codebook: Optional[Codebook] = None, **conf: Any) -> Head:
-    """Build a head from the registry (``--head NAME --head-conf '{tau: 8}'``)."""
+def stream_codebooks(codebooks: Codebooks, source_dims: Optional[Sequence[int]] = None) -> Optional[StreamCodebooks]:
+    """One codebook, a list (one per source) or StreamCodebooks, as StreamCodebooks (None stays None)."""
+    if codebooks is None or isinstance(codebooks, StreamCodebooks):
+        return codebooks
+    return StreamCodebooks([codebooks] if isinstance(codebooks, Codebook) else list(codebooks), source_dims)
+
+
+def build_head(name: str, codebooks: Codebooks = None, source_dims: Optional[Sequence[int]] = None,
+               **conf: Any) -> Head:
+    """Build a head from the registry (``--head NAME --head-conf '{tau: 8}'``); ``codebooks``: one per source.
+
+    ``source_dims`` (the feature dim of each source) defaults to the codebooks'; a continuous head without
+    codebooks takes it to check the input.
+    """
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose from {sorted(HEADS)}")
     cls = HEADS[name]
-    if cls.needs_codebook and codebook is None:
+    if cls.needs_codebook and codebooks is None:
         raise ValueError(f"head {name!r} needs a k-means codebook (--kmeans)")
-    if codebook is not None and codebook.meta.get("per_channel"):
-        raise ValueError(f"{codebook.meta.get('path', 'codebook')}: one 1-D codebook per channel (dMel); "
-                         "it needs the multi-stream head (softtok.tokenizers.streams)")
+    streams = stream_codebooks(codebooks, source_dims)
     conf = {k: v for k, v in conf.items() if v is not None}
     if name == "soft" and "tau" not in conf:
         raise ValueError("head 'soft' needs --tau")
     try:
-        return cls(codebook, **conf)
+        if cls is ContinuousHead:
+            return ContinuousHead(streams, source_dims, **conf)
+        return cls(streams, **conf)
     except TypeError as exc:
         raise ValueError(f"head {name!r}: bad options {sorted(conf)}: {exc}") from None
+
+
+def input_sizes(head: Head, source_dims: Sequence[int]) -> Tuple[Any, Any]:
+    """(n_tokens, feat_dim) of the model input ``head`` feeds, as configs record them: an int for one stream or
+    source, a list (one per stream or source) for several; the other is None."""
+    if head.name == "continuous":
+        return None, one_or_list(list(source_dims))
+    return one_or_list(head.codebooks.sizes), None
+
+
+def add_head_args(p: argparse.ArgumentParser, default: Optional[str] = "hard", shortcuts: bool = True) -> None:
+    """``--head`` (choices from the registry) and ``--head-conf``; ``shortcuts`` adds ``--tau`` and ``--top-k``."""
+    from softtok.common import yaml_mapping
+
+    p.add_argument("--head", default=default, choices=sorted(HEADS),
+                   help=f"input head (default: {default or 'the training head'})")
+    if shortcuts:
+        p.add_argument("--tau", type=float, help="soft temperature (> 0); --head-conf '{tau: [t1, t2]}' per source")
+        p.add_argument("--top-k", type=int, help="soft: keep the k nearest centres, renormalised")
+    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="head options, e.g. '{tau: 2.0, top_k: 32}'")
+
+
+def head_conf_of(args: argparse.Namespace) -> Dict[str, Any]:
+    """``--head-conf`` with ``--tau`` / ``--top-k`` (when given) on top."""
+    shortcuts = {k: getattr(args, k, None) for k in ("tau", "top_k")}
+    return {**args.head_conf, **{k: v for k, v in shortcuts.items() if v is not None}}

@@ -23,6 +23,7 @@ from softtok.tokenizers.features.base import default_device
 from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_matrix,
                                        load_num_frames, load_yaml, read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, build_head
+from softtok.tokenizers.streams import is_per_channel
 from softtok.tokenizers.kmeans import Codebook, check_options, learn_kmeans
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,16 @@ def run_learn_kmeans(feats: str, n_clusters: int, backend: str, out: str, portio
 
 
 def topk_matrix(tokens: TokenInput) -> np.ndarray:
-    """The soft top-k ark layout: float32 (T, 2k), columns [ids (exact integers) | weights]."""
-    return torch.cat([tokens.ids.float(), tokens.weights], dim=1).cpu().numpy()
+    """The soft top-k ark layout of a one-stream input: float32 (T, 2k), columns [ids (exact integers) | weights]."""
+    one = tokens.single_stream()
+    return torch.cat([one["ids"].float(), one["weights"]], dim=1).cpu().numpy()
+
+
+def token_matrix(tokens: TokenInput) -> np.ndarray:
+    """The ark matrix of a one-stream soft or continuous input: (T, K) probabilities, top-k or (T, D) features."""
+    if tokens.kind == "topk":
+        return topk_matrix(tokens)
+    return tokens.single_stream()["probs" if tokens.kind == "probs" else "feats"].cpu().numpy()
 
 
 def split_topk_matrix(matrix: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -123,6 +132,9 @@ class TokenJob:
         self.feats, self.out = feats, Path(out_dir)
         self.codebook = Codebook.load(kmeans)
         self.codebook.check_spec(feature_spec_of(feats), source=str(feats))
+        if is_per_channel(self.codebook):
+            raise ValueError(f"{kmeans}: one 1-D codebook per channel (dMel); dump-tokens writes one token stream "
+                             "(models read dMel features through their own head)")
         self.head_fn = build_head(head, self.codebook, **conf)
         self.hard, self.dedup = head == "hard", dedup_ids
         kind = "hard" if self.hard else {"soft": "topk" if conf.get("top_k") else "probs", "continuous": "feats"}[head]
@@ -156,7 +168,8 @@ class TokenJob:
             if self.hard:
                 with atomic_path(paths["txt"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
                     for key, mat in items:
-                        ids = self.head_fn(_as_tensor(mat, key, self.codebook, device)).ids.cpu().numpy()
+                        tokens = self.head_fn(_as_tensor(mat, key, self.codebook, device))
+                        ids = tokens.single_stream()["ids"].cpu().numpy()
                         ids = dedup(ids) if self.dedup else ids
                         f.write(key + " " + " ".join(map(str, ids.tolist())) + "\n")
                         n_utts, n_frames = n_utts + 1, n_frames + len(mat)
@@ -164,9 +177,7 @@ class TokenJob:
                 with ArkScpWriter(paths["ark"], paths["scp"]) as writer:
                     for key, mat in items:
                         tokens = self.head_fn(_as_tensor(mat, key, self.codebook, device))
-                        matrix = {"topk": topk_matrix, "probs": lambda t: t.probs.cpu().numpy(),
-                                  "feats": lambda t: t.feats.cpu().numpy()}[tokens.kind](tokens)
-                        writer.write(key, matrix)
+                        writer.write(key, token_matrix(tokens))
                         n_utts, n_frames = n_utts + 1, n_frames + len(mat)
         stats = {"rank": rank, "nshard": nshard, "utts": n_utts, "frames": n_frames, "settings": self.settings}
         save_yaml(paths["done"], stats)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging, yaml_mapping
+from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
 from softtok.downstream.training import default_device
@@ -29,7 +29,8 @@ from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.streams import build_input_head, split_list
+from softtok.tokenizers.heads import add_head_args, build_head, head_conf_of
+from softtok.tokenizers.streams import split_list
 
 logger = logging.getLogger(__name__)
 SEARCHES = ("greedy", "beam")
@@ -59,9 +60,8 @@ class TokenASRInference:
                              f"({exp_dir})")
         kmeans = self.config.get("kmeans")
         self.codebooks = [Codebook.load(p) for p in split_list(kmeans)] if kmeans else None
-        self.codebook = self.codebooks[0] if self.codebooks else None
         self.source_dims = model_source_dims(self.config, self.codebooks)
-        self.head = build_input_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
+        self.head = build_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
         self.search, self.beam_size = search, beam_size
         self.ctc_weight = self.config["model"].get("ctc_weight", 0.3) if ctc_weight is None else ctc_weight
         self._beam = self._build_beam_search() if search == "beam" else None
@@ -142,10 +142,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--feats", required=True)
     p.add_argument("--text", help="reference transcripts: score when given")
-    p.add_argument("--head", default="hard", choices=["hard", "soft", "continuous"])
-    p.add_argument("--tau", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--head-conf", type=yaml_mapping, default={})
+    add_head_args(p)
     p.add_argument("--search", default="greedy", choices=SEARCHES)
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
@@ -158,7 +155,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    head_conf = {**args.head_conf, **{k: v for k, v in {"tau": args.tau, "top_k": args.top_k}.items() if v}}
+    head_conf = head_conf_of(args)
     return run_job("decode", lambda: decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf,
                                             args.search, args.beam_size, args.batch_frames, args.ctc_weight,
                                             args.device), logger)

@@ -1,8 +1,8 @@
 """Token ASR: TokenEmbedding → SpecAugment-style masking → espnet2 encoder → CTC + attention decoder.
 
-The same class serves every condition: a discrete model (K-token table) is trained on
+The same class serves every condition: a discrete model (K-token table per stream) is trained on
 hard ids and decoded with hard, soft or top-k inputs; the ``continuous`` baseline swaps
-the table for a linear layer over the features. List sizes (``n_tokens: [K_1, ..., K_S]``) make a
+the tables for a linear layer over the features. List sizes (``n_tokens: [K_1, ..., K_S]``) make a
 multi-stream model whose embedding sums one table (or linear layer) per stream.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from softtok.downstream.embedding import build_token_embedding
+from softtok.downstream.embedding import TokenEmbedding
 from softtok.tokenizers.heads import TokenInput
 
 BLANK, UNK = "<blank>", "<unk>"
@@ -133,7 +133,7 @@ class TokenASR(nn.Module):
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         self.vocab_size, self.ctc_weight = vocab_size, ctc_weight
         self.sos = self.eos = vocab_size - 1
-        self.embedding = build_token_embedding(n_tokens, embed_dim, feat_dim)
+        self.embedding = TokenEmbedding(n_tokens, embed_dim, feat_dim)
         self.masking = InputMasking(**(masking_conf or {}))
         self.encoder = build_encoder(encoder, embed_dim, encoder_conf or {})
         enc_dim = self.encoder.output_size()

@@ -27,14 +27,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream import distributed
-from softtok.downstream.asr.data import TokenASRData, iterate
+from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.model import TokenASR, tokenizer_class
+from softtok.downstream.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
-                                        init_embedding, load_codebooks, load_run_config, log_to_file,
+                                        init_embedding, kmeans_entry, load_codebooks, load_run_config, log_to_file,
                                         optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
-from softtok.tokenizers.streams import build_input_head, embedding_sizes, head_codebooks, split_list, tau_scales
+from softtok.tokenizers.heads import build_head, input_sizes
+from softtok.tokenizers.streams import split_list
+from softtok.tokenizers.tau import tau_scales, taus_of
 
 logger = logging.getLogger(__name__)
 
@@ -109,24 +112,21 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     codebooks = load_codebooks(kmeans, train_feats)
     if tau_factor is not None:
         scales = tau_scales(codebooks, split_list(train_feats))
-        taus = [float(f"{tau_factor * scale:.4g}") for scale in scales]
-        head_conf = {**head_conf, "tau": taus[0] if len(taus) == 1 else taus}
+        head_conf = {**head_conf, "tau": taus_of(tau_factor, scales)}
         logger.info("soft training: τ = %g × median squared distance %s = %s", tau_factor, scales, head_conf["tau"])
     train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"],
                               conf["preload_feats"])
     valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)), preload=conf["preload_feats"])
-    head = build_input_head(head_name, codebooks, train_data.source_dims, **head_conf)
+    head = build_head(head_name, codebooks, train_data.source_dims, **head_conf)
     tokenizer = tokenizer_class(conf["token_type"]).from_texts(list(train_data.text.values()))
-    n_tokens, feat_dim = embedding_sizes(head, train_data.source_dims)
-    kmeans_paths = [str(Path(p).resolve()) for p in split_list(kmeans)]
+    n_tokens, feat_dim = input_sizes(head, train_data.source_dims)
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
-              "n_tokens": n_tokens, "feat_dim": feat_dim,
-              "kmeans": (kmeans_paths[0] if len(kmeans_paths) == 1 else kmeans_paths) if kmeans else None,
+              "n_tokens": n_tokens, "feat_dim": feat_dim, "kmeans": kmeans_entry(kmeans),
               "train_feats": str(train_feats)}
     if distributed.is_main():
         save_yaml(exp / "config.yaml", config)
     model = build_model(config)
-    init_embedding(model.embedding, conf["embed_init"], head_codebooks(head))
+    init_embedding(model.embedding, conf["embed_init"], head)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters, %d train / %d valid utts, vocab %d, head %s",

@@ -44,11 +44,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import prefetch, run_job, setup_logging
 from softtok.downstream import distributed
-from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
+from softtok.downstream.data import pad_token_inputs
+from softtok.downstream.embedding import TokenEmbedding, rename_prefix
 from softtok.downstream.training import (EpochCheckpoints, cli_overrides, default_device, init_embedding,
-                                        load_codebook, load_run_config, optimizer_step)
+                                        load_codebooks, load_run_config, optimizer_step)
 from softtok.downstream.vocoder import train as mel_train
-from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_token_input,
+from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_batched,
                                             inference_head, load_trained, synth_settings, synthesize_waves)
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
@@ -84,19 +85,24 @@ class UnitHiFiGAN(nn.Module):
         conf = {**GENERATOR_DEFAULTS, **generator}
         conf.setdefault("upsample_kernel_sizes", [2 * s for s in conf["upsample_scales"]])
         _check_generator(conf)
-        self.embed = TokenEmbedding(n_tokens, embed_dim, feat_dim)
+        self.embedding = TokenEmbedding(n_tokens, embed_dim, feat_dim)
         self.n_tokens, self.feat_dim = n_tokens, feat_dim
         with _quiet_weight_norm():
             self.generator = HiFiGANGenerator(in_channels=embed_dim, out_channels=1, **conf)
 
     @property
     def kind(self) -> str:
-        return self.embed.kind
+        return self.embedding.kind
 
     def forward(self, tokens: TokenInput) -> torch.Tensor:
         """Waveform (B, 320·T) in [-1, 1] of batched, equal-length (B, T, …) input."""
-        check_token_input(tokens, self.embed)
-        return self.generator(self.embed(tokens).transpose(1, 2)).squeeze(1)
+        check_batched(tokens)
+        return self.generator(self.embedding(tokens).transpose(1, 2)).squeeze(1)
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        """Checkpoints from before the embedding was called ``embedding`` (``embed.*``) load too."""
+        rename_prefix(state_dict, prefix + "embed.", prefix + "embedding.")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 @contextmanager
@@ -299,25 +305,24 @@ def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str =
 
 def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid_feats, valid_dir):
     """(head, train data, valid data, config) of a run; rank 0 writes ``config.yaml``."""
-    codebook = load_codebook(kmeans, feats)
-    head = build_head(head_name, codebook, **head_conf)
     preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
     train_data = WaveVocoderData(feats, data_dir, **preload)
     valid_data = WaveVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
-    config = mel_train.run_config(conf, "hifigan", head_name, head_conf, codebook, kmeans, feats, data_dir,
+    head = build_head(head_name, load_codebooks(kmeans, feats), train_data.source_dims, **head_conf)
+    config = mel_train.run_config(conf, "hifigan", head, head_conf, kmeans, feats, data_dir,
                                   train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
     if distributed.is_main():
         save_yaml(exp / "config.yaml", config)
-    return head, codebook, train_data, valid_data, config
+    return head, train_data, valid_data, config
 
 
 def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
            valid_dir, device) -> Dict[str, Any]:
     conf = load_run_config(config_path, DEFAULTS, overrides)
-    head, codebook, train_data, valid_data, config = _setup(conf, feats, data_dir, exp, head_name, kmeans,
-                                                            head_conf, valid_feats, valid_dir)
+    head, train_data, valid_data, config = _setup(conf, feats, data_dir, exp, head_name, kmeans, head_conf,
+                                                  valid_feats, valid_dir)
     gen, disc = build_generator(config), build_discriminator(config)
-    init_embedding(gen.embed, conf["embed_init"], codebook)
+    init_embedding(gen.embedding, conf["embed_init"], head)
     gen, disc = gen.to(device), disc.to(device)
     losses = GANLosses(conf["mel_loss"], conf["lambda_mel"], conf["lambda_feat_match"], conf["lambda_adv"]).to(device)
     opts = [torch.optim.AdamW(m.parameters(), lr=conf["lr"], betas=tuple(conf["betas"]),

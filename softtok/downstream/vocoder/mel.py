@@ -37,15 +37,16 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from softtok.common import run_job, setup_logging, yaml_mapping
-from softtok.downstream.asr.data import ReadOnAccess, TokenASRData
-from softtok.downstream.embedding import TokenEmbedding, pad_token_inputs
+from softtok.common import run_job, setup_logging
+from softtok.downstream.data import ReadOnAccess, ScpFeatures, TokenData, pad_token_inputs
+from softtok.downstream.embedding import TokenEmbedding, rename_prefix
 from softtok.tokenizers.audio import (TARGET_SAMPLE_RATE, AudioError, audio_info, read_utterance, utterance_samples,
                                      write_audio)
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
-from softtok.tokenizers.fileio import load_matrix, load_yaml, read_scp_entries, save_yaml
-from softtok.tokenizers.heads import Head, TokenInput, build_head
+from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.heads import Head, TokenInput, add_head_args, build_head, input_sizes
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import split_list
 
 logger = logging.getLogger(__name__)
 
@@ -130,22 +131,10 @@ class ConvBlock(nn.Module):
         return (x + self.dropout(F.gelu(self.norm(y)))) * mask
 
 
-def check_token_input(tokens: TokenInput, embed: TokenEmbedding) -> None:
-    """One-line ValueError for batched (B, T, …) input a model with ``embed`` cannot take (kind, K, dim, empty)."""
-    n_tokens, feat_dim = embed.n_tokens, embed.feat_dim
-    if tokens.kind == "feats" and embed.kind == "discrete":
-        raise ValueError(f"model was trained on tokens (K={n_tokens}); it cannot take continuous features")
-    if tokens.kind != "feats" and embed.kind == "continuous":
-        raise ValueError(f"model was trained on continuous features (dim {feat_dim}); "
-                         f"it cannot take {tokens.kind!r} token input")
-    if tokens.kind == "probs" and tokens.probs.shape[-1] != n_tokens:
-        raise ValueError(f"soft probabilities over K={tokens.probs.shape[-1]} tokens, model has K={n_tokens}")
-    if tokens.kind == "feats" and tokens.feats.shape[-1] != feat_dim:
-        raise ValueError(f"features of dim {tokens.feats.shape[-1]}, model takes dim {feat_dim}")
-    if tokens.kind in ("ids", "topk") and tokens.ids.numel() and \
-            (int(tokens.ids.max()) >= n_tokens or int(tokens.ids.min()) < 0):
-        raise ValueError(f"token ids outside [0, K={n_tokens})")
-    main = next(t for t in (tokens.ids, tokens.probs, tokens.feats) if t is not None)
+def check_batched(tokens: TokenInput) -> None:
+    """One-line ValueError for input that is not a batched, non-empty (B, T, …) sequence (the embedding checks the
+    rest: kind, streams, K, ids, feature dim)."""
+    main = tokens.main
     if main.ndim < 2 or main.shape[0] == 0 or main.shape[1] == 0:
         raise ValueError(f"empty token sequence (input shape {tuple(main.shape)}; expected batched (B, T, ...))")
 
@@ -161,7 +150,7 @@ class MelVocoder(nn.Module):
                  channels: int = 256, n_layers: int = 4, n_post_layers: int = 2, kernel: int = 5,
                  n_mels: int = N_MELS, dropout: float = 0.1, l2_weight: float = 0.0):
         super().__init__()
-        self.embed = TokenEmbedding(n_tokens, embed_dim, feat_dim)
+        self.embedding = TokenEmbedding(n_tokens, embed_dim, feat_dim)
         self.n_tokens, self.feat_dim, self.n_mels, self.l2_weight = n_tokens, feat_dim, n_mels, l2_weight
         self.proj = nn.Linear(embed_dim, channels)
         self.in_norm = nn.LayerNorm(channels)
@@ -173,18 +162,14 @@ class MelVocoder(nn.Module):
 
     @property
     def kind(self) -> str:
-        return self.embed.kind
-
-    def check_input(self, tokens: TokenInput) -> None:
-        """One-line ValueError for input the model cannot take (wrong kind or K, empty)."""
-        check_token_input(tokens, self.embed)
+        return self.embedding.kind
 
     def forward(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(mel (B, 2T, n_mels), mel_lengths (B,) = 2·lengths) of batched (B, T, …) input."""
-        self.check_input(tokens)
+        check_batched(tokens)
         if int(lengths.min()) <= 0:
             raise ValueError("empty token sequence")
-        x = self.in_norm(self.proj(self.embed(tokens)))  # (B, T, C)
+        x = self.in_norm(self.proj(self.embedding(tokens)))  # (B, T, C)
         b, t, c = x.shape
         mask = _mask(lengths, t)
         for block in self.pre:
@@ -195,6 +180,11 @@ class MelVocoder(nn.Module):
         for block in self.post:
             x = block(x, mask)
         return self.out(x) * mask, mel_lengths
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        """Checkpoints from before the embedding was called ``embedding`` (``embed.*``) load too."""
+        rename_prefix(state_dict, prefix + "embed.", prefix + "embedding.")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def loss(self, mel: torch.Tensor, mel_lengths: torch.Tensor, target: torch.Tensor,
              target_lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -256,7 +246,7 @@ class AudioTargets(ReadOnAccess):
         return self.make(wave)
 
 
-class MelVocoderData(TokenASRData):
+class MelVocoderData(TokenData):
     """Features of a feats.scp (heads run on the fly) paired with log-mel targets of a data dir's audio.
 
     Features and targets are read when a batch is collated (:class:`ScpFeatures`, :class:`AudioTargets`): only
@@ -273,7 +263,7 @@ class MelVocoderData(TokenASRData):
     def __init__(self, feats_scp: str, data_dir: str, max_frames: Optional[int] = None,
                  sample_rate: int = TARGET_SAMPLE_RATE, preload: bool = False, preload_targets: bool = False):
         _check_sample_rate(sample_rate, f"{data_dir}")
-        super().__init__(feats_scp, None, max_frames, preload)
+        super().__init__(feats_scp, max_frames, preload)
         if not self.utts:
             raise ValueError(f"{feats_scp}: no utterances (after max_frames={max_frames})")
         data = load_data_dir(data_dir)
@@ -307,12 +297,11 @@ class MelVocoderData(TokenASRData):
 
     def collate(self, utts: Sequence[str], head: Head, tokenizer: Any = None, device: str = "cpu"):
         """(utts, TokenInput, lengths, target log-mels (B, T_mel, 80), target lengths) of one batch."""
-        items = [head(torch.from_numpy(self.feats[u]).to(device)) for u in utts]
-        tokens, lengths = pad_token_inputs(items)
+        tokens, lengths = self.tokens(utts, head, device)
         mels = [self.targets[u] for u in utts]
         mel_lengths = torch.tensor([len(m) for m in mels], dtype=torch.long)
         target = nn.utils.rnn.pad_sequence(mels, batch_first=True)
-        return list(utts), tokens, lengths.to(device), target.to(device), mel_lengths.to(device)
+        return list(utts), tokens, lengths, target.to(device), mel_lengths.to(device)
 
 
 # ----------------------------------------------------------------------------------------------- inference
@@ -342,30 +331,37 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     if (head == "continuous") == discrete:
         raise ValueError(f"model was trained with head {config['head']!r} "
                          f"({'tokens' if discrete else 'continuous features'}); it cannot take head {head!r}")
-    codebook = None
-    if discrete:
-        path = kmeans or config.get("kmeans")
-        if not path:
-            raise ValueError("a token model needs its k-means codebook (--kmeans)")
-        codebook = Codebook.load(path)
-        if codebook.n_clusters != config["n_tokens"]:
-            raise ValueError(f"codebook {path} has K={codebook.n_clusters}, model has K={config['n_tokens']}")
-    return build_head(head, codebook, **(head_conf or {}))
+    if not discrete:
+        return build_head(head, None, _as_list(config.get("feat_dim")), **(head_conf or {}))
+    paths = split_list(kmeans or config.get("kmeans"))
+    if not paths:
+        raise ValueError("a token model needs its k-means codebook (--kmeans)")
+    the_head = build_head(head, [Codebook.load(p) for p in paths], **(head_conf or {}))
+    n_tokens, _ = input_sizes(the_head, the_head.codebooks.source_dims)
+    if n_tokens != config["n_tokens"]:
+        raise ValueError(f"codebook {','.join(paths)} has K={n_tokens}, model has K={config['n_tokens']}")
+    return the_head
+
+
+def _as_list(value: Any) -> Optional[List[int]]:
+    return None if value is None else (list(value) if isinstance(value, list) else [value])
 
 
 def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor], head: Head, feats: str,
                      out_dir: str | Path, settings: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
     """Write ``<out_dir>/wav/<utt>.wav`` = ``render(tokens, lengths)`` (16 kHz, a batch of one) for every utterance
-    of ``feats``, then ``wav.scp`` and ``synth.yaml`` (``settings``); shared by every vocoder's synthesis."""
+    of ``feats`` (a comma list: stacked sources), then ``wav.scp`` and ``synth.yaml`` (``settings``); shared by every
+    vocoder's synthesis."""
     out = Path(out_dir)
     wav_scp: Dict[str, str] = {}
     seconds = 0.0
+    features = ScpFeatures(feats)
     with torch.no_grad():
-        for utt, location in sorted(dict(read_scp_entries(feats)).items()):  # one utterance in RAM at a time
-            matrix = load_matrix(feats, utt, location)
+        for utt in sorted(features):  # one utterance in RAM at a time
+            matrix = features[utt]
             if len(matrix) == 0:
                 raise ValueError(f"{feats}: utterance {utt!r} has an empty token sequence")
-            tokens, lengths = pad_token_inputs([head(torch.from_numpy(np.array(matrix, np.float32)).to(device))])
+            tokens, lengths = pad_token_inputs([head(torch.from_numpy(matrix).to(device))])
             wave = render(tokens, lengths.to(device))
             path = (out / "wav" / f"{utt}.wav").resolve()
             write_audio(path, wave, SAMPLE_RATE)
@@ -416,9 +412,8 @@ def add_synthesis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", required=True, help="trained experiment (config.yaml, model.pth)")
     p.add_argument("--feats", required=True, help="feats.scp of the utterances to synthesize")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--head", choices=["hard", "soft", "continuous"], help="default: the training head")
-    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="e.g. '{tau: 2.0, top_k: 32}'")
-    p.add_argument("--kmeans", help="codebook .npy (default: the one the model was trained with)")
+    add_head_args(p, default=None, shortcuts=False)
+    p.add_argument("--kmeans", help="codebook .npy, a comma list for several sources (default: the training ones)")
     p.add_argument("--device", default="cpu")
 
 

@@ -25,14 +25,14 @@ import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.downstream import distributed
-from softtok.downstream.asr.data import iterate
+from softtok.downstream.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
-                                        init_embedding, load_codebook, load_run_config, log_to_file,
+                                        init_embedding, kmeans_entry, load_codebooks, load_run_config, log_to_file,
                                         optimizer_step)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
 from softtok.tokenizers.fileio import save_yaml
-from softtok.tokenizers.heads import build_head
-from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.heads import Head, build_head, input_sizes
+from softtok.tokenizers.streams import split_sources
 
 logger = logging.getLogger(__name__)
 
@@ -87,34 +87,32 @@ def run_logged(exp_dir: str, valid_feats: Optional[str], valid_data: Optional[st
         return body(exp)
 
 
-def run_config(conf: Dict[str, Any], vocoder: str, head_name: str, head_conf: Dict[str, Any],
-               codebook: Optional[Codebook], kmeans: Optional[str], feats: str, data_dir: str,
-               first_feats: Any, **extra: Any) -> Dict[str, Any]:
-    """A vocoder run's config.yaml contents (after checking the features fit the codebook): enough to rebuild it."""
-    if codebook is not None:
-        codebook.check_features(first_feats, name=feats)
-    discrete = head_name != "continuous"
-    return {**conf, "vocoder": vocoder, "head": head_name, "head_conf": head_conf,
-            "n_tokens": codebook.n_clusters if discrete else None,
-            "feat_dim": None if discrete else first_feats.shape[1],
-            "kmeans": str(Path(kmeans).resolve()) if kmeans else None, "train_feats": str(feats),
+def run_config(conf: Dict[str, Any], vocoder: str, head: Head, head_conf: Dict[str, Any], kmeans: Optional[str],
+               feats: str, data_dir: str, first_feats: Any, **extra: Any) -> Dict[str, Any]:
+    """A vocoder run's config.yaml contents (after checking the features fit the codebooks): enough to rebuild it."""
+    source_dims = [first_feats.shape[1]] if head.codebooks is None else head.codebooks.source_dims
+    if head.codebooks is not None:
+        for cb, x in zip(head.codebooks.sources, split_sources(torch.from_numpy(first_feats), source_dims)):
+            cb.check_features(x, name=feats)
+    n_tokens, feat_dim = input_sizes(head, source_dims)
+    return {**conf, "vocoder": vocoder, "head": head.name, "head_conf": head_conf, "n_tokens": n_tokens,
+            "feat_dim": feat_dim, "kmeans": kmeans_entry(kmeans), "train_feats": str(feats),
             "train_data": str(data_dir), **extra}
 
 
 def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
            valid_dir, device) -> Dict[str, Any]:
     conf = load_run_config(config_path, DEFAULTS, overrides)
-    codebook = load_codebook(kmeans, feats)
-    head = build_head(head_name, codebook, **head_conf)
     preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
     train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"], **preload)
     valid_data = MelVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
-    config = run_config(conf, "mel", head_name, head_conf, codebook, kmeans, feats, data_dir,
-                        train_data.feats[train_data.utts[0]], mel=MEL_SETTINGS)
+    head = build_head(head_name, load_codebooks(kmeans, feats), train_data.source_dims, **head_conf)
+    config = run_config(conf, "mel", head, head_conf, kmeans, feats, data_dir, train_data.feats[train_data.utts[0]],
+                        mel=MEL_SETTINGS)
     if distributed.is_main():
         save_yaml(exp / "config.yaml", config)
     model = build_model(config)
-    init_embedding(model.embed, conf["embed_init"], codebook)
+    init_embedding(model.embedding, conf["embed_init"], head)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     n_frames = sum(train_data.num_frames[u] for u in train_data.utts)

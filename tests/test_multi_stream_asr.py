@@ -1,4 +1,5 @@
-"""Multi-stream tokens (several SSL layers; dMel channels): heads, embeddings, ASR train + decode, bad inputs."""
+"""Multi-stream tokens (several SSL layers; dMel channels) end to end: codebooks per source, dMel codebooks, ASR
+train + decode, τ sweep, multi-layer dumps (the heads and embedding themselves: test_heads.py, test_embedding.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ import yaml
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.asr.train import load_trained, train
-from softtok.downstream.embedding import StreamEmbedding, TokenEmbedding, pad_token_inputs
+from softtok.downstream.data import pad_token_inputs
 from softtok.downstream.training import load_codebooks
 from softtok.tokenizers.dmel import learn_dmel, run_learn_dmel
 from softtok.tokenizers.fileio import ArkScpWriter, save_yaml
 from softtok.tokenizers.heads import TokenInput, build_head
-from softtok.tokenizers.jobs import run_learn_kmeans
+from softtok.tokenizers.jobs import run_dump_tokens, run_learn_kmeans
 from softtok.tokenizers.kmeans import Codebook, CodebookMismatch
-from softtok.tokenizers.streams import (MultiStreamHead, StreamTokenInput, build_input_head, build_stream_head,
-                                        expand_codebook, split_list)
+from softtok.tokenizers.streams import split_list
 
 
 def codebook(k: int, dim: int, seed: int, **spec) -> Codebook:
@@ -28,96 +28,18 @@ def codebook(k: int, dim: int, seed: int, **spec) -> Codebook:
     return Codebook(gen.normal(size=(k, dim)).astype(np.float32), {"feature_spec": spec})
 
 
-# ---------------------------------------------------------------- embedding
+# ---------------------------------------------------------------- batching and codebooks
 
 
-def test_stream_embedding_is_the_sum_of_single_stream_embeddings():
-    torch.manual_seed(0)
-    emb = StreamEmbedding([5, 3], 4)
-    ids = [torch.tensor([[0, 4, 2]]), torch.tensor([[1, 1, 2]])]
-    out = emb(StreamTokenInput([TokenInput("ids", ids=i) for i in ids]))
-    by_hand = emb.streams[0].table.weight[ids[0]] + emb.streams[1].table.weight[ids[1]]
-    assert torch.allclose(out, by_hand)
-    probs = [torch.tensor([[[0.5, 0.5, 0, 0, 0]]]), torch.tensor([[[0.0, 0.25, 0.75]]])]
-    out = emb(StreamTokenInput([TokenInput("probs", probs=p) for p in probs]))
-    w0, w1 = emb.streams[0].table.weight, emb.streams[1].table.weight
-    assert torch.allclose(out[0, 0], 0.5 * w0[0] + 0.5 * w0[1] + 0.25 * w1[1] + 0.75 * w1[2], atol=1e-6)
-    single = [TokenEmbedding(5, 4), TokenEmbedding(3, 4)]
-    for s, e in zip(single, emb.streams):
-        s.load_state_dict(e.state_dict())
-    assert torch.allclose(out, single[0](TokenInput("probs", probs=probs[0])) + single[1](TokenInput("probs", probs=probs[1])))
-
-
-def test_continuous_streams_sum_to_one_linear_over_concatenated_features():
-    torch.manual_seed(1)
-    emb = StreamEmbedding(None, 4, feat_dim=[3, 2])
-    x = torch.randn(2, 7, 5)
-    out = emb(StreamTokenInput([TokenInput("feats", feats=x[..., :3]), TokenInput("feats", feats=x[..., 3:])]))
-    weight = torch.cat([emb.streams[0].linear.weight, emb.streams[1].linear.weight], dim=1)
-    bias = emb.streams[0].linear.bias + emb.streams[1].linear.bias
-    assert torch.allclose(out, x @ weight.T + bias, atol=1e-6)
-
-
-def test_stream_centroid_init_rotates_each_stream_and_keeps_its_geometry():
-    cbs = [codebook(8, 3, 0).centroids, codebook(6, 5, 1).centroids]
-    emb = StreamEmbedding([8, 6], 16)
-    emb.init_from_centroids(cbs)
-    for table, c in zip([s.table.weight.detach().double() for s in emb.streams], cbs):
-        ratio = torch.pdist(table) / torch.pdist(torch.as_tensor(c).double())
-        assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-4)  # a rotation and a scale
-        assert abs(float(table.pow(2).mean()) - 0.5) < 1e-4  # 1/S of a unit mean square
-    one = TokenEmbedding(8, 16)
-    one.init_from_centroids(cbs[0])
-    assert not torch.allclose(one.table.weight, emb.streams[0].table.weight * 2 ** 0.5, atol=1e-3)  # rotated
-    with pytest.raises(ValueError, match="1 codebooks for 2 embedding streams"):
-        emb.init_from_centroids(cbs[:1])
-
-
-def test_padding_stream_inputs_and_errors():
-    a = StreamTokenInput([TokenInput("ids", ids=torch.tensor([1, 2])), TokenInput("ids", ids=torch.tensor([0, 3]))])
-    b = StreamTokenInput([TokenInput("ids", ids=torch.tensor([4])), TokenInput("ids", ids=torch.tensor([5]))])
+def test_padding_stream_inputs():
+    a = TokenInput("ids", ids=torch.tensor([[1, 0], [2, 3]]))
+    b = TokenInput("ids", ids=torch.tensor([[4, 5]]))
     batch, lengths = pad_token_inputs([a, b])
-    assert lengths.tolist() == [2, 1] and batch.parts[1].ids.tolist() == [[0, 3], [5, 0]]
-    emb = StreamEmbedding([6, 6], 4)
-    with pytest.raises(ValueError, match="1 token streams for a model of 2 streams"):
-        emb(StreamTokenInput([TokenInput("ids", ids=torch.tensor([[1]]))]))
-    with pytest.raises(ValueError, match="needs a StreamTokenInput"):
-        emb(TokenInput("ids", ids=torch.tensor([[1]])))
-    with pytest.raises(ValueError, match="share one kind"):
-        StreamTokenInput([TokenInput("ids", ids=torch.tensor([1])), TokenInput("feats", feats=torch.zeros(1, 2))])
+    assert lengths.tolist() == [2, 1] and batch.ids[..., 1].tolist() == [[0, 3], [5, 0]]
 
 
-# ---------------------------------------------------------------- heads
-
-
-def test_multi_stream_head_splits_columns_and_tau_to_zero_is_hard():
+def test_codebooks_per_source_are_checked_against_their_features(tmp_path):
     cbs = [codebook(16, 6, 0), codebook(8, 4, 1)]
-    x = torch.randn(50, 10)
-    hard = build_stream_head("hard", cbs, [6, 4])(x)
-    assert torch.equal(hard.parts[0].ids, cbs[0].assign(x[:, :6])) and torch.equal(hard.parts[1].ids, cbs[1].assign(x[:, 6:]))
-    soft = build_stream_head("soft", cbs, [6, 4], tau=[1e-9, 1e-9])(x)
-    for p, h in zip(soft.parts, hard.parts):
-        assert torch.equal(p.probs.argmax(1), h.ids) and torch.allclose(p.probs.max(1).values, torch.ones(50))
-    warm = build_stream_head("soft", cbs, [6, 4], tau=[2.0, 0.5])
-    expected = build_head("soft", cbs[1], tau=0.5)(x[:, 6:]).probs
-    assert torch.allclose(warm(x).parts[1].probs, expected) and warm.settings() == "soft_tau2-0.5"
-    top = build_stream_head("soft", cbs, [6, 4], tau=1.0, top_k=3)
-    assert top.settings() == "soft_tau1-1_topk3" and top(x).parts[0].ids.shape == (50, 3)
-    assert isinstance(build_input_head("hard", cbs[:1], [6]), type(build_head("hard", cbs[0])))  # one stream: as before
-
-
-def test_multi_stream_bad_inputs_are_one_line_errors(tmp_path):
-    cbs = [codebook(16, 6, 0), codebook(8, 4, 1)]
-    with pytest.raises(ValueError, match=r"^tau: 3 values for 2 feature streams$"):
-        build_stream_head("soft", cbs, [6, 4], tau=[1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match=r"^2 codebooks \(--kmeans\) for 3 feature streams \(--feats\)$"):
-        build_stream_head("hard", cbs, [6, 4, 2])
-    with pytest.raises(ValueError, match="stream 2: codebook .* has dim 4, features 5"):
-        build_stream_head("hard", cbs, [6, 5])
-    with pytest.raises(ValueError, match=r"expected \(T, 10\)"):
-        build_stream_head("hard", cbs, [6, 4])(torch.zeros(3, 9))
-    with pytest.raises(ValueError, match="needs a k-means codebook"):
-        build_stream_head("soft", None, [6, 4], tau=1.0)
     with pytest.raises(ValueError, match="empty item"):
         split_list("a.scp,,b.scp")
     for i, cb in enumerate(cbs):
@@ -137,50 +59,25 @@ def test_multi_stream_bad_inputs_are_one_line_errors(tmp_path):
 # ---------------------------------------------------------------- dMel
 
 
-def test_dmel_bins_and_soft_binning():
+def test_dmel_bins():
     x = np.array([[0.0, 3.0], [1.0, 2.0], [3.0, 0.5]], dtype=np.float32)
     cb = learn_dmel(x, 4, feature_spec={"feature": "fbank", "dim": 2})
     assert np.allclose(cb.centroids[:, 0], [0, 1, 2, 3]) and np.allclose(cb.centroids[:, 1], [0, 1, 2, 3])  # global range
     assert cb.meta["kind"] == "dmel" and cb.meta["bits"] == 2 and cb.meta["per_channel"]
     own = learn_dmel(x, 3, per_channel_range=True)
     assert np.allclose(own.centroids[:, 1], [0.5, 1.75, 3.0])
-    head = build_input_head("hard", [cb], [2])
-    assert isinstance(head, MultiStreamHead) and len(head(torch.zeros(3, 2)).parts) == 2
-    frames = torch.tensor([[0.4, 2.6], [2.9, 1.4]])
-    ids = head(frames)
-    assert ids.parts[0].ids.tolist() == [0, 3] and ids.parts[1].ids.tolist() == [3, 1]  # nearest bin per channel
-    soft = build_input_head("soft", [cb], [2], tau=0.5)(frames)
-    expected = torch.softmax(-(frames[0, 1] - torch.arange(4.0)) ** 2 / 0.5, dim=0)
-    assert torch.allclose(soft.parts[1].probs[0], expected, atol=1e-6)
-    cold = build_input_head("soft", [cb], [2], tau=1e-9)(frames)
-    assert [p.probs.argmax(1).tolist() for p in cold.parts] == [[0, 3], [3, 1]]
     with pytest.raises(ValueError, match="at least 2 bins"):
         learn_dmel(x, 1)
 
 
-def test_vectorised_channel_head_equals_one_head_per_channel():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 12, generator=gen) * 3
-    cb = learn_dmel(x.numpy(), 16, per_channel_range=True)
-    parts = expand_codebook(cb)
-    for name, conf in (("hard", {}), ("soft", {"tau": 0.3})):
-        fast = build_stream_head(name, [cb], [12], **conf)(x).parts
-        slow = [build_head(name, p, **conf)(x[:, c:c + 1]) for c, p in enumerate(parts)]
-        for f, s in zip(fast, slow):
-            assert (torch.equal(f.ids, s.ids) if name == "hard" else torch.allclose(f.probs, s.probs, atol=1e-5))
-    top = build_stream_head("soft", [cb], [12], tau=0.3, top_k=2)(x).parts  # top-k: one head per channel
-    assert len(top) == 12 and top[5].ids.shape == (40, 2)
-    assert torch.equal(top[5].ids[:, 0], build_head("hard", parts[5])(x[:, 5:6]).ids)
-
-
-def test_dmel_codebook_file_roundtrip_and_single_stream_refusal(tmp_path):
+def test_dmel_codebook_file_roundtrip_and_dump_tokens_refusal(tmp_path):
     feats = write_stream_feats(tmp_path / "f", {"u1": 20, "u2": 30}, [5], seed=3, feature="fbank")
     summary = run_learn_dmel(feats, 8, str(tmp_path / "dmel.npy"))
     cb = Codebook.load(tmp_path / "dmel.npy")
     assert summary["bins"] == 8 and cb.centroids.shape == (8, 5) and cb.meta["feature_spec"]["feature"] == "fbank"
-    assert [c.dim for c in expand_codebook(cb)] == [1] * 5
+    assert build_head("hard", cb).codebooks.sizes == [8] * 5
     with pytest.raises(ValueError, match="dmel.npy: one 1-D codebook per channel"):
-        build_head("hard", cb)
+        run_dump_tokens(feats, str(tmp_path / "dmel.npy"), "hard", str(tmp_path / "tokens"))
 
 
 # ---------------------------------------------------------------- ASR end to end
@@ -232,14 +129,14 @@ def test_two_stream_asr_trains_on_hard_tokens_and_decodes_every_head(two_stream,
     model, config, _ = load_trained(root / "hard")
     assert config["n_tokens"] == [8, 8] and config["kmeans"] == split_list(kms)
     codebooks = [Codebook.load(p) for p in split_list(kms)]
-    assert isinstance(model.embedding, StreamEmbedding)
+    assert model.embedding.n_streams == 2
     text = str(root / "text")
     hard = decode(str(root / "hard"), feats, str(tmp_path / "hard"), text, "hard", device="cpu")
     tiny = decode(str(root / "hard"), feats, str(tmp_path / "tiny"), text, "soft", {"tau": [1e-12, 1e-12]}, device="cpu")
     assert hard["utts"] == 10 and (tmp_path / "hard" / "hyp").read_text() == (tmp_path / "tiny" / "hyp").read_text()
     data = TokenASRData(feats)
     utts = data.utts[-1:]  # one utterance: no padding (hard pads embed E_0, soft pads 0, and convolutions see them)
-    encoded = [model.encode(*data.collate(utts, build_input_head(name, codebooks, [6, 4], **conf))[1:3])[0]
+    encoded = [model.encode(*data.collate(utts, build_head(name, codebooks, [6, 4], **conf))[1:3])[0]
                for name, conf in (("hard", {}), ("soft", {"tau": [1e-12, 1e-12]}), ("soft", {"tau": [0.5, 2.0]}))]
     assert torch.allclose(encoded[0], encoded[1], atol=1e-5) and not torch.allclose(encoded[0], encoded[2], atol=1e-3)
     soft = decode(str(root / "hard"), feats, str(tmp_path / "soft"), text, "soft", {"tau": [0.5, 2.0], "top_k": 4},
@@ -273,7 +170,7 @@ def test_dmel_asr_trains_and_soft_binning_at_zero_tau_is_hard(tmp_path):
     train(str(tmp_path / "conf.yaml"), feats, text, feats, text, str(tmp_path / "exp"), "hard",
           str(tmp_path / "dmel.npy"), device="cpu")
     model, config, _ = load_trained(tmp_path / "exp")
-    assert config["n_tokens"] == [4] * 6 and len(model.embedding.streams) == 6
+    assert config["n_tokens"] == [4] * 6 and model.embedding.n_streams == 6
     decode(str(tmp_path / "exp"), feats, str(tmp_path / "hard"), text, "hard", device="cpu")
     decode(str(tmp_path / "exp"), feats, str(tmp_path / "tiny"), text, "soft", {"tau": 1e-12}, device="cpu")
     assert (tmp_path / "hard" / "hyp").read_text() == (tmp_path / "tiny" / "hyp").read_text()
@@ -308,28 +205,6 @@ def test_dump_several_layers_one_folder_each(tmp_path, tone_dir):
     default = dump_features(str(tone_dir), "hubert", str(tmp_path / "d"), checkpoint=str(tmp_path / "hubert"),
                             layer=[2, 1])
     assert default["output"] == f"{tmp_path}/d/layer2/feats.scp,{tmp_path}/d/layer1/feats.scp"
-
-
-def test_stacked_lookup_equals_the_per_stream_loop():
-    """The one-op path (ids, probs, top-k) against Σ_s of each stream's own TokenEmbedding."""
-    torch.manual_seed(2)
-    emb = StreamEmbedding([5, 3, 4], 6)
-    gen = torch.Generator().manual_seed(0)
-    ids = [torch.randint(0, k, (2, 7), generator=gen) for k in (5, 3, 4)]
-    probs = [torch.softmax(torch.randn(2, 7, k, generator=gen), -1) for k in (5, 3, 4)]
-    top = [p.topk(2, dim=-1) for p in probs]
-    forms = [[TokenInput("ids", ids=i) for i in ids], [TokenInput("probs", probs=p) for p in probs],
-             [TokenInput("topk", ids=t.indices, weights=t.values) for t in top]]
-    for parts in forms:
-        loop = sum(e(p) for e, p in zip(emb.streams, parts))
-        assert torch.allclose(emb(StreamTokenInput(parts)), loop, atol=1e-6)
-    loss = emb(StreamTokenInput(forms[0])).sum()
-    loss.backward()
-    assert all(e.table.weight.grad is not None and e.table.weight.grad.abs().sum() > 0 for e in emb.streams)
-    with pytest.raises(ValueError, match="stream 2: token ids outside"):
-        emb(StreamTokenInput([TokenInput("ids", ids=i) for i in (ids[0], ids[0], ids[2])]))
-    with pytest.raises(ValueError, match="stream 1: soft probabilities over 3 tokens, model has K=5"):
-        emb(StreamTokenInput([TokenInput("probs", probs=p) for p in (probs[1], probs[1], probs[2])]))
 
 
 def test_recipe_tau_sweep_and_decode_sets_give_one_tau_per_stream(two_stream, tmp_path):

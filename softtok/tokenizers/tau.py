@@ -1,0 +1,179 @@
+"""τ, the soft head's temperature: its scale, the sweep grid, its folder tag, and the sweep that chooses τ*.
+
+τ is expressed in multiples of a *scale*, the median squared distance of (dev) frames to their nearest centre
+(over channels too for a per-channel codebook), so one list of factors means the same sharpness whatever the
+feature scale or K. A model with several sources gets one scale, hence one τ, per source. A sweep decodes or
+synthesises dev with the hard head and with soft heads over the grid; its :class:`SweepRule` picks τ*, and
+``tau_sweep.yaml`` records the grid, the metrics and the choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from softtok.tokenizers.fileio import iter_scp, load_yaml, save_yaml
+from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.streams import nearest_sqdist
+
+logger = logging.getLogger(__name__)
+
+Tau = Union[float, List[float]]  # one τ, or one per source
+SWEEP_FILE = "tau_sweep.yaml"
+
+
+def format_number(x: float) -> str:
+    """A number as folder names write it: ``%g`` without the exponent's ``+``."""
+    return f"{x:g}".replace("+", "")
+
+
+def tau_tag(tau: Tau) -> str:
+    """``tau`` as folder names write it: ``2.9``, or per source ``2.9-3.1-4``."""
+    taus = tau if isinstance(tau, (list, tuple)) else [tau]
+    return "-".join(format_number(float(t)) for t in taus)
+
+
+def check_tau(tau: Any) -> float:
+    """τ as a float; anything but a finite number > 0 is a one-line error."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau <= 0:
+        raise ValueError(f"soft head: tau must be a finite number > 0, got {tau!r}")
+    return float(tau)
+
+
+def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000,
+                          nearest: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
+    """Median over frames (and channels, if per-channel) of ‖x − c_nearest‖²: the scale τ is expressed in.
+
+    Reads utterances of ``feats_scp`` in order until ``max_frames`` frames are seen. ``nearest`` maps a
+    (T, D) matrix to its nearest squared distances (default: :func:`~softtok.tokenizers.streams.nearest_sqdist`).
+    """
+    nearest = nearest or (lambda x: nearest_sqdist(codebook, x))
+    mins, n = [], 0
+    for _, mat in iter_scp(feats_scp):
+        mins.append(nearest(torch.from_numpy(np.array(mat, dtype=np.float32))))
+        n += len(mat)
+        if n >= max_frames:
+            break
+    return float(torch.cat(mins).median())
+
+
+def tau_scales(codebooks: Sequence[Codebook], feats: Sequence[str]) -> List[float]:
+    """The scale of each source (its codebook over its own feats.scp): τ = factor × scale, one τ per source."""
+    if len(codebooks) != len(feats):
+        raise ValueError(f"{len(codebooks)} codebooks for {len(feats)} feature streams")
+    return [median_nearest_sqdist(cb, f) for cb, f in zip(codebooks, feats)]
+
+
+def tau_of(factor: float, scale: float) -> float:
+    """τ = factor × scale to 4 significant digits: short, stable folder names (``..._tau2.9``)."""
+    return float(f"{factor * scale:.4g}")
+
+
+def one_or_list(values: Sequence[Any]) -> Any:
+    """A single source's value alone, several sources' as a list (how configs and sweeps write τ and scales)."""
+    return values[0] if len(values) == 1 else list(values)
+
+
+def taus_of(factor: float, scales: Sequence[float]) -> Tau:
+    """τ of every source for one factor: a float for one source, a list for several."""
+    return one_or_list([tau_of(factor, s) for s in scales])
+
+
+def tau_grid(codebooks: Sequence[Codebook], feats: Sequence[str],
+             factors: Sequence[float]) -> Tuple[Any, List[Tuple[float, Tau]]]:
+    """(scale, [(factor, τ), ...]) of a τ sweep; per-source scales and τ lists for several sources."""
+    scales = tau_scales(codebooks, feats)
+    return one_or_list(scales), [(f, taus_of(f, scales)) for f in factors]
+
+
+@dataclass(frozen=True)
+class SweepRule:
+    """How τ* is chosen: the row that minimises ``minimise`` (keys compared in order) among eligible rows.
+
+    With a ``guard`` metric, a row is eligible when its guard stays within ``max_rise`` of the hard head's;
+    if none is, the smallest τ (the closest to hard) is taken and marked ``eligible: false``.
+    ``criterion`` names the metric in the record (the vocoder sweeps write it).
+    """
+
+    minimise: Tuple[str, ...]
+    guard: Optional[str] = None
+    max_rise: float = 0.0
+    criterion: Optional[str] = None
+
+    def choose(self, rows: Sequence[Dict[str, Any]], hard: Dict[str, float]) -> Dict[str, Any]:
+        def key(row: Dict[str, Any]) -> Tuple:
+            return tuple(row[k] for k in self.minimise)
+
+        if self.guard is None:
+            return dict(min(rows, key=key))
+        eligible = [r for r in rows if r[self.guard] <= hard[self.guard] + self.max_rise]
+        if not eligible:
+            return {**min(rows, key=lambda r: r["tau"]), "eligible": False}
+        return {**min(eligible, key=key), "eligible": True}
+
+
+@dataclass
+class TauSweep:
+    """One sweep on a dev set: the scale, the hard head's metrics, one row per τ (factor, τ, metrics) and the rule."""
+
+    set: str
+    scale: Any
+    hard: Dict[str, float]
+    rows: List[Dict[str, Any]]
+    rule: SweepRule
+
+    @property
+    def best(self) -> Dict[str, Any]:
+        return self.rule.choose(self.rows, self.hard)
+
+    def record(self) -> Dict[str, Any]:
+        """The ``tau_sweep.yaml`` contents (results.json embeds them)."""
+        out: Dict[str, Any] = {"set": self.set}
+        if self.rule.criterion:
+            out["criterion"] = self.rule.criterion
+        out.update(median_sqdist=self.scale, hard=self.hard)
+        if self.rule.guard:
+            out[f"max_{self.rule.guard}_rise"] = self.rule.max_rise
+        return {**out, "sweep": self.rows, "best": self.best}
+
+    def save(self, exp_dir: str | Path) -> Path:
+        """Write ``<exp_dir>/tau_sweep.yaml``; warns when no τ was eligible."""
+        best = self.best
+        if best.get("eligible") is False:
+            logger.warning("no τ keeps dev %s within %g of hard's %.2f; using the smallest, τ = %s",
+                           self.rule.guard, self.rule.max_rise, self.hard[self.rule.guard], tau_tag(best["tau"]))
+        path = Path(exp_dir) / SWEEP_FILE
+        save_yaml(path, self.record())
+        return path
+
+
+def run_sweep(grid: Sequence[Tuple[float, Tau]], score: Callable[[Optional[Tau]], Dict[str, float]],
+              row_keys: Sequence[str], hard_keys: Sequence[str], rule: SweepRule, set_name: str,
+              scale: Any) -> TauSweep:
+    """Score the hard head (``score(None)``) and each τ of ``grid``; rows keep ``row_keys`` of each score."""
+    hard_scores = score(None)
+    rows = []
+    for factor, tau in grid:
+        res = score(tau)
+        rows.append({"factor": factor, "tau": tau, **{k: res[k] for k in row_keys}})
+        logger.info("τ = %s (%.3g × median d²): %s", tau_tag(tau), factor,
+                    ", ".join(f"dev {k} {res[k]:.4g}" for k in hard_keys))
+    return TauSweep(set_name, scale, {k: hard_scores[k] for k in hard_keys}, rows, rule)
+
+
+def load_sweep(exp_dir: str | Path) -> Dict[str, Any]:
+    """An experiment's ``tau_sweep.yaml``; missing is a one-line error (τ is chosen on dev only)."""
+    path = Path(exp_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run sweep-tau on dev first (τ is chosen on dev only)")
+    return load_yaml(path)
+
+
+def best_tau(exp_dir: str | Path) -> Tau:
+    """τ* of an experiment's sweep."""
+    return load_sweep(exp_dir)["best"]["tau"]

@@ -1,0 +1,63 @@
+"""k-means backends and codebook files (the heads over them: test_heads.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from softtok.tokenizers.kmeans import Codebook, CodebookMismatch, inertia, learn_kmeans
+
+
+def blobs(n_per: int = 200, k: int = 4, dim: int = 8, seed: int = 0):
+    """Well separated Gaussian clusters and their true centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10.0, size=(k, dim)).astype(np.float32)
+    x = np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres]).astype(np.float32)
+    return x, centres
+
+
+@pytest.fixture(scope="module")
+def codebook():
+    return blob_codebook()
+
+
+def blob_codebook() -> Codebook:
+    """K=16 faiss centroids of 12-dim blobs (shared with test_heads.py)."""
+    x, _ = blobs(k=16, dim=12)
+    return learn_kmeans(x, 16, backend="faiss", seed=0, feature_spec={"feature": "mfcc", "dim": 12})
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_backends_find_separated_clusters(backend):
+    x, centres = blobs()
+    options = {"n_init": 3} if backend == "sklearn" else {}
+    cb = learn_kmeans(x, 4, backend=backend, seed=1, **options)
+    nearest = np.linalg.norm(cb.centroids[:, None] - centres[None], axis=2).min(axis=0)
+    assert nearest.max() < 0.5  # every true centre recovered
+    assert cb.meta["inertia"] == pytest.approx(inertia(x, cb.centroids))
+    assert cb.meta["inertia"] < 1.2 * len(x) * x.shape[1]  # ≈ unit variance per dim
+
+
+def test_kmeans_input_errors():
+    x, _ = blobs()
+    with pytest.raises(ValueError, match="unknown k-means backend 'kmeans'"):
+        learn_kmeans(x, 4, backend="kmeans")
+    with pytest.raises(ValueError, match="need at least K=1000"):
+        learn_kmeans(x, 1000)
+
+
+def test_codebook_roundtrip_and_mismatch(tmp_path, codebook):
+    path = tmp_path / "km.npy"
+    codebook.save(path)
+    loaded = Codebook.load(path)
+    assert np.array_equal(loaded.centroids, codebook.centroids) and loaded.meta["backend"] == "faiss"
+    with pytest.raises(CodebookMismatch, match="feature='fbank'"):
+        loaded.check_spec({"feature": "fbank", "dim": 12}, "feats.yaml")
+    with pytest.raises(CodebookMismatch, match="does not match codebook dim 12"):
+        loaded.assign(torch.zeros(3, 13))
+    np.save(tmp_path / "bad.npy", np.zeros(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="bad.npy: expected finite centroids"):
+        Codebook.load(tmp_path / "bad.npy")
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        Codebook.load(tmp_path / "nope.npy")
