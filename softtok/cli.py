@@ -96,15 +96,14 @@ def _run_learn_dmel(args) -> Dict:
 
 
 def _add_dump_tokens(sub) -> None:
+    from softtok.tokenizers.heads import add_head_args
+
     p = sub.add_parser("dump-tokens", help="features + codebook -> hard ids or soft assignments",
                        description="hard: OUT_DIR/tokens.txt (utt id id ...); soft: OUT_DIR/tokens.{ark,scp} "
                                    "with (T, K) probabilities, or (T, 2k) [ids | weights] with --top-k.")
     p.add_argument("--feats", required=True)
     p.add_argument("--kmeans", required=True, help="codebook .npy")
-    p.add_argument("--head", choices=["hard", "soft", "continuous"], default="hard")
-    p.add_argument("--tau", type=float, help="soft temperature (> 0)")
-    p.add_argument("--top-k", type=int, help="keep the k nearest centroids, renormalised")
-    p.add_argument("--head-conf", type=yaml_mapping, default={}, help="extra head options (YAML)")
+    add_head_args(p)
     p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
@@ -114,13 +113,13 @@ def _add_dump_tokens(sub) -> None:
 
 
 def _run_dump_tokens(args) -> Dict:
+    from softtok.tokenizers.heads import head_conf_of
     from softtok.tokenizers.jobs import run_dump_tokens
 
     if args.dedup and args.head != "hard":
         raise ValueError("--dedup applies to hard tokens only (soft decoding needs one token per frame)")
-    return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, tau=args.tau, top_k=args.top_k,
-                           dedup_ids=args.dedup, head_conf=args.head_conf, nj=args.nj, shard=args.shard,
-                           merge=args.merge)
+    return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, dedup_ids=args.dedup,
+                           head_conf=head_conf_of(args), nj=args.nj, shard=args.shard, merge=args.merge)
 
 
 def _add_prepare(sub) -> None:

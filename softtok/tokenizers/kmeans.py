@@ -12,12 +12,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
-from softtok.tokenizers.fileio import iter_scp, load_yaml, save_npy, save_yaml
+from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -110,23 +110,6 @@ class Codebook:
             raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
         meta["path"] = str(path)
         return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
-
-
-def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000,
-                          nearest: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
-    """Median over frames of ‖x − c_nearest‖²: the distance scale that recipes express τ in.
-
-    Reads utterances of ``feats_scp`` in order until ``max_frames`` frames are seen. ``nearest`` maps a
-    (T, D) matrix to its nearest squared distances (default: each frame's, over the codebook's centroids).
-    """
-    nearest = nearest or (lambda x: codebook.distances(x).min(dim=1).values)
-    mins, n = [], 0
-    for _, mat in iter_scp(feats_scp):
-        mins.append(nearest(torch.from_numpy(np.array(mat, dtype=np.float32))))
-        n += len(mat)
-        if n >= max_frames:
-            break
-    return float(torch.cat(mins).median())
 
 
 def inertia(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> float:
