@@ -123,22 +123,25 @@ def _run_dump_tokens(args) -> Dict:
 
 
 def _add_prepare(sub) -> None:
-    from softtok.recipes.corpora import URLS, all_preparers
+    from softtok.recipes.corpora import CORPORA, downloads_text
 
-    preparers = all_preparers()
     p = sub.add_parser("prepare", help="corpus folder -> Kaldi data dirs",
-                       description="Write Kaldi data dirs (absolute audio paths) for a corpus. Downloads: "
-                                   + "; ".join(f"{k}: {v}" for k, v in URLS.items() if k in preparers))
-    p.add_argument("--corpus", required=True, choices=sorted(preparers))
+                       description="Write Kaldi data dirs (absolute audio paths) for a corpus.",
+                       epilog="corpora and where to get them:\n" + downloads_text(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", required=True, choices=sorted(CORPORA))
     p.add_argument("--corpus-dir", required=True, help="the unpacked corpus folder")
     p.add_argument("--out-dir", required=True, help="data dirs are written to OUT_DIR/<split>")
+    p.add_argument("--corpus-conf", type=yaml_mapping, default={},
+                   help="options of the corpus's prepare function (softtok.recipes.corpora.<module>.prepare_<corpus>),"
+                        " e.g. '{n_test: 100, n_dev: 100}' (ljspeech) or '{hours: 1.5, n_dev: 50}' (piper_joe)")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args) -> Dict:
-    from softtok.recipes.corpora import all_preparers
+    from softtok.recipes.corpora import prepare_corpus
 
-    dirs = all_preparers()[args.corpus](args.corpus_dir, args.out_dir)
+    dirs = prepare_corpus(args.corpus, args.corpus_dir, args.out_dir, **args.corpus_conf)
     return {"splits": ",".join(dirs), "output": args.out_dir}
 
 

@@ -9,7 +9,7 @@ from typing import Dict, List
 import numpy as np
 import soundfile as sf
 
-from softtok.recipes.asr_corpora import L2ARCTIC_SPEAKERS
+from softtok.recipes.corpora.l2arctic import L2ARCTIC_SPEAKERS
 
 WORDS = ["HELLO WORLD", "A CAT SAT", "THE DOG RAN HOME", "IT IS LATE", "GOOD MORNING", "SEE YOU SOON"]
 

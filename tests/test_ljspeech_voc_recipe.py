@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, needs_whisper
 from corpus_fixtures import make_ljspeech, make_timit, tiny_hubert
-from softtok.recipes.voc_data import prepare_ljspeech
+from softtok.recipes.corpora.ljspeech import prepare_ljspeech
 from softtok.tokenizers.datadir import DataError, load_data_dir
 from test_voc_recipe import needs_vocoder
 

