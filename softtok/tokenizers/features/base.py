@@ -61,9 +61,11 @@ def check_layer(layer: Any, num_layers: int, source: str) -> int:
 
 
 def featurizer_class(name: str) -> Type[Featurizer]:
-    """The registered featurizer class of ``name``; an unknown name is a one-line error."""
-    from softtok.tokenizers import features  # noqa: F401  (populates the registry)
+    """The registered featurizer class of ``name``; an unknown name is a one-line error.
 
+    The registry is full whenever this module is: importing it first runs the package's ``__init__``, which
+    imports (registers) every built-in featurizer.
+    """
     if name not in FEATURIZERS:
         raise ValueError(f"unknown feature {name!r}; choose from {sorted(FEATURIZERS)}")
     return FEATURIZERS[name]
