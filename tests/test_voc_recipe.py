@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -190,8 +189,3 @@ def test_results_markdown_from_hand_made_results():
     assert "| mel continuous | 12.50 | 6.00 | 0.700 | – | 0.100 |" in md  # OOD columns: WER, CER, sim, F0, V/UV
     assert "τ* = 3 (0.1 × median squared distance 30): lowest mean dev MCD." in md
     assert "| voc_mel_hard_k8 | 3 | [2, 3] | 0.9 | 2.0 min |" in md
-
-
-def test_nan_becomes_null_in_json(tmp_path):
-    voc.save_json(tmp_path / "m.json", {"a": math.nan, "b": [1.0, float("inf")], "c": {"d": 2.0}})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.0}}

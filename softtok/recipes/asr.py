@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
-from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
-                                    tau_of, training_summary, write_report)
+from softtok.recipes.common import tau_grid, tau_of, training_summary
+from softtok.reporting import commands_section, generated_by, pyplot, read_commands, save_figure, write_report
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.kmeans import Codebook

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import math
 import time
@@ -40,11 +39,12 @@ import torch
 from softtok.common import run_job, setup_logging
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, write_score_dir
 from softtok.downstream.vocoder import metrics as M
-from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure, tau_grid,
-                                    training_summary, write_report)
+from softtok.recipes.common import tau_grid, training_summary
+from softtok.reporting import (commands_section, generated_by, load_json, nan_to_none, pyplot, read_commands,
+                               save_figure, save_json, write_report)
 from softtok.tokenizers.audio import read_audio, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, evenly_spaced, load_data_dir, read_kaldi_map, write_kaldi_map
-from softtok.tokenizers.fileio import atomic_write_text, load_yaml, save_npy, save_yaml
+from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
 from softtok.tokenizers.kmeans import Codebook
 
 logger = logging.getLogger(__name__)
@@ -175,28 +175,6 @@ def _means(per_utt: Dict[str, Dict[str, float]]) -> Dict[str, float]:
 
 def _summary_text(summary: Dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
-
-
-def save_json(path: Path, data: Dict[str, Any]) -> None:
-    """JSON with NaN written as null (valid JSON for every reader), atomically."""
-    atomic_write_text(path, json.dumps(_nan_to_none(data), indent=1) + "\n")
-
-
-def load_json(path: Path) -> Dict[str, Any]:
-    """A JSON file written by :func:`save_json`; a missing file is a one-line error naming it."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------------------------- speaker
@@ -574,7 +552,7 @@ def write_results(results: Dict[str, Any], exp: str, data: str, vocoders: Sequen
         results["spectrograms"][name] = {"file": file, "utt": utt}
     if any(p.get("tau_sweep") for p in results["vocoders"].values()):
         plot_tau_sweeps(results, out / "tau_sweep.png")
-    write_report(out, _nan_to_none(results), results_markdown(results, commands))
+    write_report(out, nan_to_none(results), results_markdown(results, commands))
 
 
 # ----------------------------------------------------------------------------------------------- CLI
