@@ -91,11 +91,6 @@ def init_embedding(embedding: torch.nn.Module, how: str,
         logger.info("%d token-embedding tables initialised from their codebooks' PCA", len(codebook))
 
 
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model, wavlm_model
 
-from softtok.tokenizers.features.base import Featurizer, check_layer, default_device, register_featurizer
+from softtok.common import default_device
+from softtok.tokenizers.features.base import Featurizer, check_layer, register_featurizer
 
 logger = logging.getLogger(__name__)
 
