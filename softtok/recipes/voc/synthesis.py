@@ -1,0 +1,108 @@
+"""Synthesis of sets with a model's heads, its folders named by their settings (:func:`synth_name`), and the τ
+sweep on dev that picks soft's τ* (tau_sweep.yaml), then applied unchanged to every test set."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from softtok.recipes.common import tau_grid
+from softtok.recipes.voc.evaluate import ID, OOD, Evaluator
+from softtok.reporting import load_json
+from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.kmeans import Codebook
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TAU_FACTORS = (0.01, 0.03, 0.1, 0.3, 1.0)
+CRITERIA = {"mcd": "mcd_db", "mel": "mel_dist"}  # --criterion -> per-utterance metric minimised on dev
+
+
+def synth_name(head: str, tau: Optional[float] = None) -> str:
+    """``synth_<head>[_tau<τ>]``: synthesis folders named by their settings, as decode folders are."""
+    return f"synth_{head}" if tau is None else f"synth_{head}_tau{tau:g}"
+
+
+def _synthesizer(config: Dict[str, Any], exp: Path) -> Callable[..., Dict[str, Any]]:
+    """``synthesize`` of the model's vocoder module (softtok.downstream.vocoder.<vocoder>)."""
+    name = config.get("vocoder")
+    if not name:
+        raise ValueError(f"{exp / 'config.yaml'}: no 'vocoder' key; is this a vocoder experiment?")
+    try:
+        module = importlib.import_module(f"softtok.downstream.vocoder.{name}")
+    except ModuleNotFoundError:
+        raise ValueError(f"{exp / 'config.yaml'}: unknown vocoder {name!r}") from None
+    return module.synthesize
+
+
+def synthesize_set(exp_dir: str | Path, feats: str, head: str, tau: Optional[float], set_name: str) -> Path:
+    """``<exp>/synth_<head>[_tau<τ>]/<set>/`` with the model's vocoder; skipped when synth.yaml is there."""
+    exp = Path(exp_dir)
+    out = exp / synth_name(head, tau) / set_name
+    if not (out / "synth.yaml").is_file():
+        synthesize = _synthesizer(load_yaml(exp / "config.yaml"), exp)
+        synthesize(exp_dir=str(exp), feats=feats, out_dir=str(out), head=head,
+                   head_conf={"tau": tau} if tau is not None else None)
+    return out
+
+
+def model_heads(exp_dir: str | Path) -> List[Tuple[str, Optional[float]]]:
+    """[(head, τ)]: hard and soft(τ* from dev) for token models, continuous for feature models."""
+    exp = Path(exp_dir)
+    if load_yaml(exp / "config.yaml").get("n_tokens") is None:
+        return [("continuous", None)]
+    sweep = exp / "tau_sweep.yaml"
+    if not sweep.is_file():
+        raise FileNotFoundError(f"{sweep}: run sweep-tau on dev first (τ is chosen on dev only)")
+    return [("hard", None), ("soft", load_yaml(sweep)["best"]["tau"])]
+
+
+def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
+              criterion: str = "mcd", set_name: str = "dev") -> Dict[str, Any]:
+    """Synthesise dev with the hard head and soft heads over the τ grid; τ* = lowest mean dev MCD (or mel dist)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
+    exp = Path(exp_dir)
+    config = load_yaml(exp / "config.yaml")
+    if config.get("n_tokens") is None:
+        raise ValueError(f"{exp}: a continuous-input model has no τ to sweep")
+    scale, grid = tau_grid(Codebook.load(config["kmeans"]), feats, factors)
+    evaluator = Evaluator()
+
+    def score(head: str, tau: Optional[float]) -> Dict[str, float]:
+        out = synthesize_set(exp, feats, head, tau, set_name)
+        if (out / "metrics.json").is_file():
+            return load_json(out / "metrics.json")["summary"]
+        return evaluator.evaluate(data_dir, out, "dev", out / "wav.scp")
+
+    hard = score("hard", None)
+    rows = []
+    for f, tau in grid:
+        res = score("soft", tau)
+        rows.append({"factor": f, "tau": tau, "mcd_db": res["mcd_db"], "mel_dist": res["mel_dist"]})
+        logger.info("τ = %.4g (%.3g × median d²): dev MCD %.3f dB, log-mel distance %.4f", tau, f, res["mcd_db"],
+                    res["mel_dist"])
+    key = CRITERIA[criterion]
+    best = dict(min(rows, key=lambda r: (r[key], r["tau"])))
+    sweep = {"set": set_name, "criterion": key, "median_sqdist": scale,
+             "hard": {"mcd_db": hard["mcd_db"], "mel_dist": hard["mel_dist"]}, "sweep": rows, "best": best}
+    save_yaml(exp / "tau_sweep.yaml", sweep)
+    return {"tau": best["tau"], "factor": best["factor"], f"dev_{key}_soft": round(best[key], 4),
+            f"dev_{key}_hard": round(hard[key], 4)}
+
+
+def synth_eval(exp_dir: str, dump: str, data: str, id_sets: Sequence[str], ood_sets: Sequence[str],
+               speaker_ref_path: str) -> Dict[str, Any]:
+    """Synthesise and score every set with the model's heads (hard + soft(τ*), or continuous)."""
+    evaluator = Evaluator(speaker_ref_path)
+    done = 0
+    for name, kind in [(s, ID) for s in id_sets] + [(s, OOD) for s in ood_sets]:
+        for head, tau in model_heads(exp_dir):
+            out = synthesize_set(exp_dir, f"{dump}/{name}/feats.scp", head, tau, name)
+            if not (out / "metrics.json").is_file():
+                evaluator.evaluate(f"{data}/{name}", out, kind, out / "wav.scp")
+                done += 1
+    return {"evaluated": done, "sets": len(id_sets) + len(ood_sets)}
+
