@@ -49,7 +49,7 @@ VOC_CONF = ROOT / "egs/piper_joe/voc/conf/hifigan_gpu.yaml"
 FRAME_RATE = 50.0           # SSL / token frames per second
 SAMPLE_RATE = 16000
 
-# HuBERT-large (fairseq hubert_large_ll60k = torchaudio.models.hubert_large): the arch dict of ssl._build.
+# HuBERT-large (fairseq hubert_large_ll60k = torchaudio.models.hubert_large): the arch dict of ssl_checkpoint._build.
 HUBERT_LARGE: Dict[str, Any] = {
     "extractor_mode": "layer_norm", "conv_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2",
     "conv_bias": False, "dim": 1024, "ffn_dim": 4096, "num_layers": 24, "num_heads": 16, "pos_kernel": 128,
@@ -134,7 +134,7 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Dict[str, A
 # ----------------------------------------------------------------------------- models
 def build_ssl(arch: Dict[str, Any], layer: int) -> torch.nn.Module:
     """The untrained torchaudio HuBERT of ``arch`` with the layers past ``layer`` deleted (as SSLFeaturizer)."""
-    from softtok.tokenizers.features.ssl import _build, parse_conv_layers
+    from softtok.tokenizers.features.ssl_checkpoint import _build, parse_conv_layers
 
     model = _build({**arch, "conv_layers": parse_conv_layers(arch["conv_layers"])}, wavlm=False)
     del model.encoder.transformer.layers[layer:]

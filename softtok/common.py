@@ -1,4 +1,4 @@
-"""Small helpers every room's command-line entry point shares: logging set-up, YAML options, error handling."""
+"""Small helpers every room shares: logging set-up, YAML options, error handling, the default device, prefetching."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def yaml_mapping(text: str) -> Dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{tau: 8}}', got {text!r}")
     return value
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu`` (torch imported here: command lines start without it)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def setup_logging(level: str | int = "INFO") -> None:

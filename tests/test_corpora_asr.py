@@ -11,7 +11,7 @@ import pytest
 from corpus_fixtures import (make_chime4, make_erj, make_l2arctic, make_librispeech, make_tedlium2, tone,
                              write_sphere)
 from softtok.cli import main as cli_main
-from softtok.recipes import sets
+from softtok.recipes import sets, subsets
 from softtok.recipes.corpora.chime4 import normalize_wsj, prepare_chime4
 from softtok.recipes.corpora.common import check_sphere
 from softtok.recipes.corpora.erj import prepare_erj
@@ -112,7 +112,7 @@ def test_l2arctic_speakers_l1_and_per_l1_split(tmp_path):
     assert len(spk2l1) == 24 and spk2l1["TXHC"] == "mandarin" and read_kaldi_map(dirs["l2arctic"] / "spk2gender")["SKA"] == "f"
     assert sorted(set(spk2l1.values())) == ["arabic", "hindi", "korean", "mandarin", "spanish", "vietnamese"]
     assert read_utterance(data, "ABA_arctic_a0001").shape[0] == int(0.6 * 16000)  # 44.1 kHz read at 16 kHz
-    outs = sets.split_by_attribute(dirs["l2arctic"], tmp_path / "data" / "l2arctic", "spk2l1")
+    outs = subsets.split_by_attribute(dirs["l2arctic"], tmp_path / "data" / "l2arctic", "spk2l1")
     assert [p.name for p in outs] == [f"l2arctic_{l1}" for l1 in sorted(set(spk2l1.values()))]
     assert set(load_data_dir(outs[0]).utt2spk.values()) == {"ABA", "SKA", "YBAA", "ZHAA"}
     assert len(L2ARCTIC_SPEAKERS) == 24
@@ -156,9 +156,9 @@ def test_cli_prepare_lists_the_new_corpora(tmp_path, capsys):
 def test_combine_dev_sets(tmp_path):
     dirs = prepare_librispeech(make_librispeech(tmp_path / "c", {"dev-clean": 2, "dev-other": 3}), tmp_path / "data",
                                subsets=("dev-clean", "dev-other"))
-    dev = load_data_dir(sets.combine_data_dirs([dirs["dev_clean"], dirs["dev_other"]], tmp_path / "data" / "dev"),
+    dev = load_data_dir(subsets.combine_data_dirs([dirs["dev_clean"], dirs["dev_other"]], tmp_path / "data" / "dev"),
                         require_text=True)
     assert len(dev) == 5 and set(dev.utt2spk.values()) == {"100", "101", "110", "111"}
     with pytest.raises(DataError, match="also in an earlier source dir"):
-        sets.combine_data_dirs([dirs["dev_clean"], dirs["dev_clean"] / "."], tmp_path / "data" / "x")
+        subsets.combine_data_dirs([dirs["dev_clean"], dirs["dev_clean"] / "."], tmp_path / "data" / "x")
     assert sets.main(["combine", "--src", str(dirs["dev_clean"]), "--out", str(dirs["dev_clean"])]) == 1

@@ -15,11 +15,14 @@ import soundfile as sf
 import torch
 
 from conftest import FSDD, REPO, SPEECHOCEAN, needs_shared, write_wave
-from softtok.recipes import sets
-from softtok.recipes.sets import (add_noise, main, mix_at_snr, pink_noise, speed_perturb, split_adults_children,
-                                  split_by_speaker, split_fsdd_accents, subset_by_speaker_attribute)
+from softtok.recipes import augment
+from softtok.recipes.augment import add_noise, mix_at_snr, pink_noise, speed_perturb
+from softtok.recipes.sets import main
+from softtok.recipes.subsets import (split_adults_children, split_by_speaker, split_fsdd_accents,
+                                     subset_by_speaker_attribute)
 from softtok.tokenizers.audio import read_utterance
 from softtok.tokenizers.datadir import DataError, load_data_dir, read_kaldi_map, write_data_dir, write_kaldi_map
+from softtok.tokenizers.fileio import load_yaml
 
 OLD_MTIME = 1_000_000_000  # files are stamped with this before a rerun; a rewrite would change it
 
@@ -253,7 +256,7 @@ def test_add_noise_pink_snr_and_peak_limit(synth_dir, tmp_path):
             assert abs(fitted_snr(mixture, signal, noise) - snr) < 0.1, utt
     loud_mix, _ = sf.read(tmp_path / "pink_loud" / "audio" / "x.flac")
     assert abs(np.abs(loud_mix).max() - 0.99) < 1e-3  # scaled down as a whole, not clipped
-    settings = sets.load_yaml(tmp_path / "pink_loud" / "noise.yaml")
+    settings = load_yaml(tmp_path / "pink_loud" / "noise.yaml")
     assert settings["noise"] == "pink" and settings["snr_db"] == 0.0 and settings["seed"] == 3
 
 
@@ -270,9 +273,9 @@ def test_add_noise_babble_real_speech(so_dir, tmp_path):
         assert utt not in talkers and 3 <= len(talkers) <= 5 and len(set(talkers)) == len(talkers)
         signal = read_utterance(clean, utt).numpy()
         mixture, _ = sf.read(data.wav_scp[utt], dtype="float32")
-        noise = sets._noise_for(utt, plan[utt], clean, len(signal), 0).numpy()
+        noise = augment._noise_for(utt, plan[utt], clean, len(signal), 0).numpy()
         assert abs(fitted_snr(mixture, signal, noise) - 5.0) < 0.1, utt
-    meta = sets.load_yaml(out / "noise.yaml")
+    meta = load_yaml(out / "noise.yaml")
     assert meta["noise"] == "babble" and meta["noise_source"] == str(so_dir.resolve())
     # resumable: a rerun rewrites nothing; other settings into the same dir are refused
     stamp_old(out)
@@ -289,13 +292,13 @@ def test_babble_never_uses_the_utterance_itself(synth_dir, tmp_path):
     plans = set()
     for seed in range(40):
         for pool, prefix in ((src, ""), (twin, "z")):
-            plan = sets._noise_plan(src, pool, "babble", seed)
+            plan = augment._noise_plan(src, pool, "babble", seed)
             for utt, value in plan.items():
                 talkers = value.split(" ")[1].split(",")
                 assert prefix + utt not in talkers and 3 <= len(talkers) <= 4  # 4 others available
             plans.add(tuple(plan.values()))
     assert len(plans) > 10  # seeded, yet not the same choice for every seed
-    assert sets._noise_plan(src, src, "babble", 7) == sets._noise_plan(src, src, "babble", 7)
+    assert augment._noise_plan(src, src, "babble", 7) == augment._noise_plan(src, src, "babble", 7)
 
 
 # ----------------------------------------------------------------------------- bad inputs and CLI

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -15,8 +14,10 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper, write_wave
-from softtok.recipes import voc
-from softtok.tokenizers.datadir import write_data_dir
+from softtok.recipes.voc.evaluate import Evaluator
+from softtok.recipes.voc.report import results_markdown
+from softtok.recipes.voc.synthesis import model_heads, sweep_tau, synth_name, synthesize_set
+from softtok.tokenizers.datadir import read_kaldi_map, write_data_dir
 from softtok.tokenizers.fileio import load_yaml
 
 RECIPE = REPO / "egs" / "piper_joe" / "voc" / "run.sh"
@@ -88,10 +89,10 @@ def test_smoke_tau_is_chosen_on_dev_only(smoke):
     assert sweep["best"]["mcd_db"] == min(r["mcd_db"] for r in sweep["sweep"])
     # dev was synthesised for hard and every τ of the grid; test sets only for hard and τ*
     for row in sweep["sweep"]:
-        assert (exp / voc.synth_name("soft", row["tau"]) / "dev" / "metrics.json").is_file()
+        assert (exp / synth_name("soft", row["tau"]) / "dev" / "metrics.json").is_file()
     tested = sorted(p.parent.name for p in exp.glob("synth_*/test_id"))
-    assert tested == sorted(["synth_hard", voc.synth_name("soft", sweep["best"]["tau"])])
-    wav = next((exp / voc.synth_name("soft", sweep["best"]["tau"]) / "test_ood" / "wav").glob("*.wav"))
+    assert tested == sorted(["synth_hard", synth_name("soft", sweep["best"]["tau"])])
+    wav = next((exp / synth_name("soft", sweep["best"]["tau"]) / "test_ood" / "wav").glob("*.wav"))
     assert sf.info(str(wav)).samplerate == 16000
     data = smoke / "data"
     assert {p.name for p in data.iterdir()} >= {"train", "dev", "test_id", "test_ood"}
@@ -123,12 +124,12 @@ def tones(tmp_path) -> Path:
 
 
 def test_evaluate_dev_metrics_of_identical_and_noisy_audio(tones, tmp_path):
-    ev = voc.Evaluator()
+    ev = Evaluator()
     same = ev.evaluate(tones, tmp_path / "same", "dev", tones / "wav.scp")
     assert same["n_utts"] == 3 and same["mcd_db"] == 0.0 and same["mel_dist"] == 0.0
     noisy = {}
     rng = np.random.default_rng(0)
-    for utt, path in sorted(voc.read_kaldi_map(tones / "wav.scp").items()):
+    for utt, path in sorted(read_kaldi_map(tones / "wav.scp").items()):
         x, _ = sf.read(path)
         noisy[utt] = str(write_wave(tmp_path / "noisy" / f"{utt}.wav", x + 0.02 * rng.standard_normal(len(x))))
     (tmp_path / "noisy" / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in noisy.items()))
@@ -142,11 +143,11 @@ def test_evaluate_dev_metrics_of_identical_and_noisy_audio(tones, tmp_path):
 def test_evaluate_errors_name_the_problem(tones, tmp_path):
     (tmp_path / "other.scp").write_text(f"stranger {tmp_path / 'audio' / 'utt0.wav'}\n")
     with pytest.raises(ValueError, match="'stranger' is not in"):
-        voc.Evaluator().evaluate(tones, tmp_path / "x", "dev", tmp_path / "other.scp")
+        Evaluator().evaluate(tones, tmp_path / "x", "dev", tmp_path / "other.scp")
     with pytest.raises(ValueError, match="--speaker-ref"):
-        voc.Evaluator().evaluate(tones, tmp_path / "x", "natural")
+        Evaluator().evaluate(tones, tmp_path / "x", "natural")
     with pytest.raises(FileNotFoundError, match="speaker embedding not found"):
-        voc.Evaluator(str(tmp_path / "nowhere.npy"))
+        Evaluator(str(tmp_path / "nowhere.npy"))
 
 
 def test_model_heads_and_synth_names(tmp_path):
@@ -154,17 +155,17 @@ def test_model_heads_and_synth_names(tmp_path):
     exp.mkdir()
     (exp / "config.yaml").write_text("vocoder: mel\nn_tokens: 4\n")
     with pytest.raises(FileNotFoundError, match="run sweep-tau on dev first"):
-        voc.model_heads(exp)
+        model_heads(exp)
     (exp / "tau_sweep.yaml").write_text("best: {tau: 2.5}\n")
-    assert voc.model_heads(exp) == [("hard", None), ("soft", 2.5)]
+    assert model_heads(exp) == [("hard", None), ("soft", 2.5)]
     (exp / "config.yaml").write_text("vocoder: mel\nn_tokens: null\n")
-    assert voc.model_heads(exp) == [("continuous", None)]
-    assert voc.synth_name("soft", 2.5) == "synth_soft_tau2.5" and voc.synth_name("hard") == "synth_hard"
+    assert model_heads(exp) == [("continuous", None)]
+    assert synth_name("soft", 2.5) == "synth_soft_tau2.5" and synth_name("hard") == "synth_hard"
     (exp / "config.yaml").write_text("vocoder: nosuch\n")
     with pytest.raises(ValueError, match="unknown vocoder 'nosuch'"):
-        voc.synthesize_set(exp, "feats.scp", "hard", None, "dev")
+        synthesize_set(exp, "feats.scp", "hard", None, "dev")
     with pytest.raises(ValueError, match="criterion must be one of"):
-        voc.sweep_tau(str(exp), "feats.scp", "data", criterion="wer")
+        sweep_tau(str(exp), "feats.scp", "data", criterion="wer")
 
 
 def test_results_markdown_from_hand_made_results():
@@ -183,7 +184,7 @@ def test_results_markdown_from_hand_made_results():
                                                   "best": {"factor": 0.1, "tau": 3.0}}}},
                "training": {"voc_mel_hard_k8": {"epochs": 3, "averaged_epochs": [2, 3], "best_valid_loss": 0.9,
                                                 "train_seconds": 120.0}}}
-    md = voc.results_markdown(results, "python -m softtok.recipes.voc sweep-tau ...")
+    md = results_markdown(results, "python -m softtok.recipes.voc sweep-tau ...")
     assert "| mel soft (τ*) | 7.50 | 0.800 | 20.0 | – | 0.100 | 12.50 | 6.00 | 0.700 |" in md
     assert "| natural (reference) | – | – | – | – | – | 1.00 | 0.50 | 0.900 |" in md
     assert "MCD -0.500 [-0.900, -0.100]" in md and "WER -0.50 [-0.90, -0.10]" in md
@@ -192,6 +193,8 @@ def test_results_markdown_from_hand_made_results():
     assert "| voc_mel_hard_k8 | 3 | [2, 3] | 0.9 | 2.0 min |" in md
 
 
-def test_nan_becomes_null_in_json(tmp_path):
-    voc.save_json(tmp_path / "m.json", {"a": math.nan, "b": [1.0, float("inf")], "c": {"d": 2.0}})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.0}}
+def test_stage_command_line_runs_as_a_module():
+    """``python -m softtok.recipes.voc`` (what egs/tools/voc_stages.sh calls) lists the five stages."""
+    out = subprocess.run([sys.executable, "-m", "softtok.recipes.voc", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m softtok.recipes.voc")
+    assert "{speaker-ref,sweep-tau,reference,synth-eval,results}" in out.stdout

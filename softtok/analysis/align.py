@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torchaudio.functional as AF
 
+from softtok.common import default_device
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.data import iterate
 from softtok.downstream.asr.train import load_trained
-from softtok.downstream.training import default_device
 from softtok.tokenizers.datadir import DataError, read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import build_head

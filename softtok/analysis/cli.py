@@ -78,7 +78,7 @@ def _add_analyze(sub) -> None:
 def _run_tokens(args) -> Dict[str, Any]:
     from softtok.analysis.report import write_tokens_report
     from softtok.analysis.tokens import analyze_tokens
-    from softtok.recipes.common import read_commands
+    from softtok.reporting import read_commands
 
     result = analyze_tokens(args.feats, args.labels, args.models, args.continuous_model, args.taus, args.exclude,
                             args.max_utts)
@@ -91,7 +91,7 @@ def _run_tokens(args) -> Dict[str, Any]:
 def _run_rankme(args) -> Dict[str, Any]:
     from softtok.analysis.layers import rankme_feats, rankme_layers
     from softtok.analysis.report import write_rankme_report
-    from softtok.recipes.common import read_commands
+    from softtok.reporting import read_commands
 
     if bool(args.feats) == bool(args.data_dir):
         raise ValueError("analyze rankme: give either --feats or --data-dir (with --feature and --checkpoint)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from softtok.recipes.common import commands_section, environment, pyplot, save_figure, write_report
+from softtok.reporting import commands_section, environment, pyplot, save_figure, write_report
 
 HEADS = ("hard", "soft")
 

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import jiwer
 import numpy as np
 
+from softtok.downstream.stats import paired_bootstrap_interval
 from softtok.tokenizers.datadir import read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import atomic_write_text, save_yaml
 
@@ -150,23 +151,21 @@ def paired_bootstrap(table_a: UttTable, table_b: UttTable, metric: str = "wer", 
     Returns the observed ``delta``, a percentile interval ``ci_low``/``ci_high``, and ``p_better``:
     the fraction of resamples in which B has the lower rate (delta < 0).
     """
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     errs_a, errs_b, lens = _paired_arrays(table_a, table_b, metric)
     if lens.sum() == 0:
         raise ValueError(f"references have zero total length; {metric.upper()} is undefined")
     diff = errs_b - errs_a
-    idx = np.random.default_rng(seed).integers(0, len(lens), size=(n_resamples, len(lens)))
-    tot_len = lens[idx].sum(axis=1)
-    deltas = 100.0 * diff[idx].sum(axis=1) / np.maximum(tot_len, 1)  # all-empty resample: delta 0
-    alpha = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(deltas, [alpha, 100.0 - alpha])
+
+    def rate_difference(idx: np.ndarray) -> np.ndarray:
+        return 100.0 * diff[idx].sum(axis=1) / np.maximum(lens[idx].sum(axis=1), 1)  # all-empty resample: delta 0
+
+    ci = paired_bootstrap_interval(len(lens), rate_difference, n_resamples, seed, confidence)
     return {
         "metric": metric,
         "delta": float(100.0 * diff.sum() / lens.sum()),
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "p_better": float(np.mean(deltas < 0)),
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "p_better": ci.p_below_zero,
         "n_resamples": int(n_resamples),
         "n_utts": int(len(lens)),
         "confidence": float(confidence),

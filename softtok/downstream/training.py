@@ -93,11 +93,6 @@ def init_embedding(embedding: TokenEmbedding, how: str, head: Head) -> None:
     logger.info("%d token-embedding table(s) initialised from their codebooks' PCA", head.codebooks.n_streams)
 
 
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

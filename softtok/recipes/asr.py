@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
-from softtok.recipes.common import (commands_section, generated_by, pyplot, read_commands, save_figure,
-                                    training_summary, write_report)
+from softtok.reporting import (commands_section, generated_by, pyplot, read_commands, save_figure,
+                                training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import run_dir_name

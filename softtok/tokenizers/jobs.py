@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.common import default_device
 from softtok.tokenizers.dump_features import plan_shards, require_done, shard_slice
-from softtok.tokenizers.features.base import default_device
 from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_matrix,
                                        load_num_frames, load_yaml, read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, build_head

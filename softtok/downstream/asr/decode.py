@@ -20,10 +20,9 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging
+from softtok.common import default_device, run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
-from softtok.downstream.training import default_device
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml

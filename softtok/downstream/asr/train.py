@@ -25,14 +25,13 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging
+from softtok.common import default_device, run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.model import TokenASR, tokenizer_class
 from softtok.downstream.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
-                                        init_embedding, kmeans_entry, load_codebooks, load_run_config, log_to_file,
-                                        optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, init_embedding,
+                                        kmeans_entry, load_codebooks, load_run_config, log_to_file, optimizer_step)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head, input_sizes

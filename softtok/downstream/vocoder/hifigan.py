@@ -42,12 +42,12 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import prefetch, run_job, setup_logging
+from softtok.common import default_device, prefetch, run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.data import pad_token_inputs
 from softtok.downstream.embedding import TokenEmbedding, rename_prefix
-from softtok.downstream.training import (EpochCheckpoints, cli_overrides, default_device, init_embedding,
-                                        load_codebooks, load_run_config, optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, cli_overrides, init_embedding, load_codebooks,
+                                        load_run_config, optimizer_step)
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_batched,
                                             inference_head, load_trained, synth_settings, synthesize_waves)

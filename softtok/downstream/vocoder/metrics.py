@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from softtok.downstream.scoring import score
+from softtok.downstream.stats import paired_bootstrap_interval
 from softtok.tokenizers.features.whisper import MAX_MEL_FRAMES, default_whisper_model, log_mel_spectrogram
 
 logger = logging.getLogger(__name__)
@@ -360,17 +361,12 @@ def paired_mean_difference(a: Sequence[float], b: Sequence[float], n_resamples: 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired values must be two 1-D arrays of equal length, got {a.shape} and {b.shape}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     diff = (b - a)[np.isfinite(a) & np.isfinite(b)]
     if diff.size == 0:
         raise ValueError("no utterance has a finite value in both systems")
-    idx = np.random.default_rng(seed).integers(0, diff.size, size=(n_resamples, diff.size))
-    deltas = diff[idx].mean(axis=1)
-    alpha = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(deltas, [alpha, 100.0 - alpha])
-    return {"delta": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
-            "p_lower": float(np.mean(deltas < 0)), "n_resamples": int(n_resamples), "n_utts": int(diff.size),
+    ci = paired_bootstrap_interval(diff.size, lambda idx: diff[idx].mean(axis=1), n_resamples, seed, confidence)
+    return {"delta": float(diff.mean()), "ci_low": ci.low, "ci_high": ci.high,
+            "p_lower": ci.p_below_zero, "n_resamples": int(n_resamples), "n_utts": int(diff.size),
             "confidence": float(confidence)}
 
 

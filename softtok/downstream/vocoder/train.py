@@ -23,12 +23,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from softtok.common import run_job, setup_logging
+from softtok.common import default_device, run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, default_device,
-                                        init_embedding, kmeans_entry, load_codebooks, load_run_config, log_to_file,
-                                        optimizer_step)
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, init_embedding,
+                                        kmeans_entry, load_codebooks, load_run_config, log_to_file, optimizer_step)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, build_head, input_sizes

@@ -86,8 +86,3 @@ def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optiona
         return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"feature {name!r}: bad options {sorted(kwargs)}: {exc}") from None
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from softtok.tokenizers.features.base import Featurizer, check_layer, default_device, register_featurizer
+from softtok.common import default_device
+from softtok.tokenizers.features.base import Featurizer, check_layer, register_featurizer
 from softtok.tokenizers.features.ct2 import CT2Model, read_ct2_model
 
 logger = logging.getLogger(__name__)

@@ -1,13 +1,14 @@
-"""What the recipe stage modules (:mod:`.asr`, :mod:`.voc`) share: the command log, the environment line,
-results.json + RESULTS.md writing, PNG figures and training summaries (τ lives in softtok.tokenizers.tau)."""
+"""Report and figure helpers below both recipes and analysis: the command log, the environment line,
+results.json + RESULTS.md writing, NaN-safe JSON files, PNG figures and training summaries."""
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -43,6 +44,29 @@ def write_report(out_dir: str | Path, results: Dict[str, Any], markdown: str, na
     out = Path(out_dir)
     atomic_write_text(out / f"{name}.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
     atomic_write_text(out / f"{name.upper()}.md", markdown)
+
+
+def nan_to_none(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts, lists and tuples) made None: JSON null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(v) for v in value]
+    return value
+
+
+def save_json(path: Path, data: Dict[str, Any]) -> None:
+    """JSON with NaN written as null (valid JSON for every reader), atomically."""
+    atomic_write_text(path, json.dumps(nan_to_none(data), indent=1) + "\n")
+
+
+def load_json(path: Path) -> Dict[str, Any]:
+    """A JSON file written by :func:`save_json`; a missing file is a one-line error naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:

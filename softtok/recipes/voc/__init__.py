@@ -1,0 +1,28 @@
+"""Python stages of the unit-vocoder recipes: τ sweep on dev, synthesis + evaluation of every set, results.
+
+    python -m softtok.recipes.voc speaker-ref --data data/train --out exp/speaker_ref.npy
+    python -m softtok.recipes.voc sweep-tau --exp-dir exp/voc_mel_hard_k128 --feats dump/whisper/dev/feats.scp \\
+        --data data/dev
+    python -m softtok.recipes.voc reference --data data --id-sets test_id --ood-sets test_ood \\
+        --speaker-ref exp/speaker_ref.npy --out-dir exp/reference
+    python -m softtok.recipes.voc synth-eval --exp-dir exp/voc_mel_hard_k128 --dump dump/whisper --data data \\
+        --id-sets test_id --ood-sets test_ood --speaker-ref exp/speaker_ref.npy
+    python -m softtok.recipes.voc results --exp exp --k 128 --id-sets test_id --ood-sets test_ood --out-dir .
+
+τ is chosen on dev only: dev is synthesised with the hard head and with soft heads over a grid of τ (multiples
+of the median squared distance of dev frames to their nearest centroid); τ* has the lowest mean dev MCD (or
+log-mel distance, ``--criterion mel``) and is then applied unchanged to every test set.
+
+Sets are of two kinds. *ID* (resynthesis): the target speaker's held-out speech, the reference being the same
+utterance: MCD (WORLD mel-cepstra, DTW), log-mel distance, F0 RMSE / log-F0 correlation / V/UV error, judge
+WER/CER (Whisper tiny.en), speaker similarity to the target (Resemblyzer cosine to the mean embedding of
+target training utterances). *OOD* (any-to-one conversion): other speakers' speech through the target's
+vocoder: judge WER/CER against the reference text, speaker similarity to the target, F0 correlation and V/UV
+error against the source. Synthesis goes to ``<exp>/synth_<head>[_tau<τ>]/<set>/`` (wav/, wav.scp,
+synth.yaml), its scores to ``metrics.json`` and ``judge/`` (hyp, per_utt.txt, wer.txt) beside them; finished
+parts are skipped on a re-run.
+
+Modules: :mod:`.evaluate` (kinds of set, metrics, speaker embedding, reference rows), :mod:`.synthesis`
+(synthesis folders, the τ sweep, test-set synthesis), :mod:`.results` (results.json), :mod:`.report` (RESULTS.md
+and figures), :mod:`.cli` (the stages' command line).
+"""
