@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -100,6 +100,11 @@ class Head:
         raise NotImplementedError
 
     @property
+    def source_dims(self) -> Optional[List[int]]:
+        """The feature dim of each source the head reads (None: any)."""
+        return self.codebooks.source_dims if self.codebooks is not None else None
+
+    @property
     def tau(self) -> Optional[Tau]:
         return None
 
@@ -171,8 +176,11 @@ class ContinuousHead(Head):
 
     def __init__(self, codebooks: Optional[StreamCodebooks] = None, source_dims: Optional[Sequence[int]] = None):
         super().__init__(codebooks)
-        self.source_dims = list(source_dims) if source_dims is not None else \
-            (codebooks.source_dims if codebooks is not None else None)
+        self._dims = list(source_dims) if source_dims is not None else None
+
+    @property
+    def source_dims(self) -> Optional[List[int]]:
+        return self._dims if self._dims is not None else super().source_dims
 
     def __call__(self, feats: torch.Tensor) -> TokenInput:
         if self.codebooks is not None:

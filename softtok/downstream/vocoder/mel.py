@@ -356,6 +356,9 @@ def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor],
     wav_scp: Dict[str, str] = {}
     seconds = 0.0
     features = ScpFeatures(feats)
+    if head.source_dims is not None and features.dims != head.source_dims:
+        raise ValueError(f"{feats}: feature dims {features.dims}, the model reads sources of dims {head.source_dims} "
+                         "(one feats.scp per source, comma-separated)")
     with torch.no_grad():
         for utt in sorted(features):  # one utterance in RAM at a time
             matrix = features[utt]
