@@ -500,10 +500,11 @@ PREPARERS: Dict[str, Callable[..., Dict[str, Path]]] = {
 # ----------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Subcommands piper-joe, conversion-source, ljspeech, timit."""
     epilog = "Downloads:\n" + "\n".join(f"  {name}: {url}" for name, url in URLS.items())
-    parser = argparse.ArgumentParser(prog="python -m softtok.recipes.voc_data", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog=prog or "python -m softtok.recipes.voc_data",
+                                     description=__doc__.splitlines()[0],
                                      epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -536,9 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Run one subcommand: ``<command> done: set=dir, ...`` (exit 0) or one error line (exit 1)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.log_level)
     return run_job(args.command, lambda: {k: str(v) for k, v in args.func(args).items()}, logger)
 
