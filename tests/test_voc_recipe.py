@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper, write_wave
+from conftest import REPO, SHARED_DATA, absolute_paths, logged_commands, needs_shared, needs_whisper, write_wave
 from softtok.recipes import voc
 from softtok.tokenizers.datadir import write_data_dir
 from softtok.tokenizers.fileio import load_yaml
@@ -75,6 +75,7 @@ def test_smoke_recipe_results_layout(smoke):
                  "synth-eval", "## Resynthesis (in domain): test_id", "## Conversion into the target voice",
                  "mel soft (τ*)", "Griffin-Lim oracle", "soft − hard", "spectrograms_test_id.png", "## Training"):
         assert text in md, text
+    assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []
 
 
 @needs_shared
