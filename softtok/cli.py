@@ -1,11 +1,18 @@
-"""``softtok <subcommand>``: argument parsing and logging set-up only; the work lives in the package."""
+"""``softtok <verb>``: argument parsing and logging set-up only; the work lives in the package.
+
+The data and token verbs (prepare ... dump-tokens, phone-text, align, analyze) are parsed here; the others
+(``softtok asr|voc <verb>``, sets, voc-data, score, launch, recipe) run their module's ``main(argv, prog)``, the
+module imported only then: the ``python -m softtok.<module>`` forms stay as aliases.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 from softtok.common import run_job, setup_logging, yaml_mapping
 
@@ -146,19 +153,25 @@ def _run_prepare(args) -> Dict:
 
 
 def _add_subset_data(sub) -> None:
-    p = sub.add_parser("subset-data", help="copy N evenly spaced utterances of a data dir",
-                       description="A smaller Kaldi data dir (for smoke runs and quick trials).")
+    p = sub.add_parser("subset-data", help="copy N evenly spaced utterances of a data dir (or all of it)",
+                       description="A smaller Kaldi data dir (for smoke runs and quick trials), or with --n 0 a copy "
+                                   "of every file of the data dir as it is, replacing OUT.")
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--n", type=int, default=0, help="utterances, evenly spaced (default 0: the whole dir, copied)")
     p.set_defaults(func=_run_subset_data)
 
 
 def _run_subset_data(args) -> Dict:
-    from softtok.tokenizers.datadir import evenly_spaced, load_data_dir, subset_data_dir
+    from softtok.tokenizers.datadir import copy_data_dir, evenly_spaced, load_data_dir, subset_data_dir
 
-    data = load_data_dir(args.src)
-    out = subset_data_dir(data, args.out, evenly_spaced(data.utt_ids, args.n))
+    if args.n < 0:
+        raise ValueError(f"--n must be >= 0 (0: all utterances), got {args.n}")
+    if args.n == 0:
+        out = copy_data_dir(args.src, args.out)
+    else:
+        data = load_data_dir(args.src)
+        out = subset_data_dir(data, args.out, evenly_spaced(data.utt_ids, args.n))
     return {"utts": len(load_data_dir(out)), "output": str(out)}
 
 
@@ -170,18 +183,132 @@ from softtok.analysis.cli import SUBCOMMANDS as _ANALYSIS  # noqa: E402  (phone-
 SUBCOMMANDS += _ANALYSIS
 
 
+@dataclass(frozen=True)
+class Verb:
+    """A verb whose work is ``main(argv, prog)`` of ``module``, imported only when the verb runs (so that
+    ``softtok --help`` stays fast); with ``subcommand`` the module takes the verb's name as its own subcommand."""
+
+    module: str
+    help: str
+    subcommand: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A verb whose module an option picks (``softtok voc train --vocoder mel|hifigan``); the first is the default."""
+
+    option: str
+    verbs: Dict[str, Verb]
+    text: str
+
+    @property
+    def help(self) -> str:
+        """The one-line help, naming the option, its values and the default."""
+        return f"{self.text} ({self.option} {'|'.join(self.verbs)}, default {next(iter(self.verbs))})"
+
+
+ASR_VERBS: Dict[str, Verb | Choice] = {
+    "train": Verb("softtok.downstream.asr.train", "train a token ASR model (hybrid CTC/attention) from a YAML config"),
+    "decode": Verb("softtok.downstream.asr.decode", "decode a feats.scp with a trained model; score with --text"),
+    "sweep-tau": Verb("softtok.recipes.asr", "decode dev over the τ grid; write tau_sweep.yaml", True),
+    "decode-sets": Verb("softtok.recipes.asr", "decode sets with hard and soft(τ*) (or continuous)", True),
+    "results": Verb("softtok.recipes.asr", "results.json, RESULTS.md and plots of a token-ASR experiment", True),
+}
+VOC_VERBS: Dict[str, Verb | Choice] = {
+    "train": Choice("--vocoder", {
+        "mel": Verb("softtok.downstream.vocoder.train", "train the mel vocoder"),
+        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "train the HiFi-GAN vocoder", True)},
+        "train (or resume) a unit vocoder from a YAML config"),
+    "synthesize": Choice("--vocoder", {
+        "mel": Verb("softtok.downstream.vocoder.mel", "synthesize with the mel vocoder + Griffin-Lim"),
+        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "synthesize with the HiFi-GAN vocoder", True)},
+        "synthesize 16 kHz wavs with a trained unit vocoder"),
+    "speaker-ref": Verb("softtok.recipes.voc.cli", "target speaker embedding (mean Resemblyzer d-vector)", True),
+    "sweep-tau": Verb("softtok.recipes.voc.cli", "synthesise dev over the τ grid; write tau_sweep.yaml", True),
+    "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the Griffin-Lim oracle", True),
+    "synth-eval": Verb("softtok.recipes.voc.cli", "synthesise and score sets with hard and soft(τ*) (or continuous)", True),
+    "results": Verb("softtok.recipes.voc.cli", "results.json, RESULTS.md and PNGs of a unit-vocoder experiment", True),
+}
+GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {
+    "asr": ("token ASR: training, decoding, the τ sweep, decoding of sets, results", ASR_VERBS),
+    "voc": ("unit vocoders: training, synthesis, the τ sweep, evaluation, results", VOC_VERBS),
+}
+MODULE_VERBS: Dict[str, Verb] = {
+    "sets": Verb("softtok.recipes.sets", "derived data dirs: speaker/age/accent splits, speed perturbation, noise"),
+    "voc-data": Verb("softtok.recipes.voc_data", "vocoder data: piper joe, conversion source, LJSpeech, TIMIT"),
+    "score": Verb("softtok.downstream.scoring", "WER/CER of a hyp text, or a paired bootstrap of two score dirs"),
+    "launch": Verb("softtok.recipes.launch", "a sharded dump as local processes or a Slurm array job"),
+    "recipe": Verb("softtok.recipes.naming", "names and defaults the egs/ recipes share (codebook paths, ...)"),
+}
+TABLE_VERBS = {**{name: text for name, (text, _) in GROUPS.items()}, **{n: v.help for n, v in MODULE_VERBS.items()}}
+
+
+def run_verb(verb: Verb, argv: List[str], prog: str) -> int:
+    """Import the verb's module and run its ``main``; ``prog`` (``softtok asr train``) heads its usage."""
+    module = importlib.import_module(verb.module)
+    if verb.subcommand:  # the module's parser adds the subcommand's name after its own prog
+        prog, name = prog.rsplit(" ", 1)
+        argv = [name, *argv]
+    return module.main(argv, prog=prog)
+
+
+def pick(choice: Choice, argv: List[str], prog: str) -> Tuple[Verb, List[str]]:
+    """The verb ``choice.option`` names in ``argv`` (anywhere; default the first), and ``argv`` without it."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
+    parser.add_argument(choice.option, choices=list(choice.verbs), default=next(iter(choice.verbs)))
+    known, rest = parser.parse_known_args(argv)
+    name = getattr(known, choice.option.lstrip("-").replace("-", "_"))
+    if "-h" in rest or "--help" in rest:
+        print(f"{prog}: {choice.help}; the options with {choice.option} {name}:")
+    return choice.verbs[name], rest
+
+
+def group_parser(group: str) -> argparse.ArgumentParser:
+    """``softtok <group>``'s parser: its verbs and their one-line help (what ``softtok <group> --help`` shows)."""
+    text, verbs = GROUPS[group]
+    parser = argparse.ArgumentParser(prog=f"softtok {group}", description=text)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for name, verb in verbs.items():
+        sub.add_parser(name, help=verb.help, add_help=False)
+    return parser
+
+
+def run_table_verb(name: str, argv: List[str]) -> int:
+    """Run ``softtok NAME ARGV``: a module verb, or a group's verb (``softtok asr train ...``)."""
+    if name in MODULE_VERBS:
+        return run_verb(MODULE_VERBS[name], argv, f"softtok {name}")
+    verbs = GROUPS[name][1]
+    if not argv or argv[0] not in verbs:
+        group_parser(name).parse_args(argv[:1])  # prints the group's help or the error, and exits
+    prog, entry, rest = f"softtok {name} {argv[0]}", verbs[argv[0]], argv[1:]
+    if isinstance(entry, Choice):
+        entry, rest = pick(entry, rest, prog)
+    return run_verb(entry, rest, prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """``softtok``'s parser: the in-process verbs, and the table's verbs listed (their modules parse their options)."""
     parser = argparse.ArgumentParser(prog="softtok", description="Soft SSL speech tokens toolkit")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)
+    for name, text in TABLE_VERBS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``softtok`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TABLE_VERBS:
+        return run_table_verb(argv[0], argv[1:])
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in TABLE_VERBS:
+        parser.error(f"put {args.command!r} first: `softtok {args.command} ...` takes its own options")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.log_level)
     return run_job(args.command, lambda: args.func(args), logger)
 

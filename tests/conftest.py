@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -29,6 +30,17 @@ def whisper_available() -> bool:
 
 
 needs_whisper = pytest.mark.skipif(not whisper_available(), reason="extra [whisper] not installed")
+
+
+def absolute_paths(commands: str) -> List[str]:
+    """The absolute paths in a command log: words, values after ``--opt=`` and comma-list items starting with /."""
+    values = [word.split("=", 1)[-1] for word in commands.split()]
+    return [item for value in values for item in value.split(",") if item.startswith("/")]
+
+
+def logged_commands(results_md: Path) -> str:
+    """The command log a RESULTS.md (or RANKME.md, ANALYSIS.md) lists under ## Commands."""
+    return results_md.read_text().split("## Commands", 1)[1].split("```")[1]
 
 
 def make_speechocean_subset(dest: Path, n_utts: int, split: str = "train") -> Path:

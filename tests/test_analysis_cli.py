@@ -177,3 +177,14 @@ def test_rankme_per_layer_matches_layer_features(tmp_path, tone_dir):
         assert r["rankme"] == pytest.approx(rankme(x), rel=1e-4) and r["frames"] == len(x)
     assert (out / "rankme.png").stat().st_size > 1000 and "| 2 |" in (out / "RANKME.md").read_text()
     assert main(["analyze", "rankme", "--out-dir", str(out)]) == 1  # neither --feats nor --data-dir
+
+
+def test_rankme_skips_a_feature_without_layers(tmp_path, tone_dir, caplog):
+    """The recipes' RankMe stage runs for every feature: one without encoder layers (mfcc) is a skip line."""
+    out = tmp_path / "rk"
+    assert main(["analyze", "rankme", "--data-dir", str(tone_dir), "--feature", "mfcc", "--out-dir", str(out)]) == 0
+    assert "skipped=feature 'mfcc' has no encoder layers" in caplog.text and not out.exists()
+    caplog.clear()
+    assert main(["analyze", "rankme", "--data-dir", str(tone_dir), "--feature", "mfc", "--out-dir", str(out)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "unknown feature 'mfc'" in errors[0]

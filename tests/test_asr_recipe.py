@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper
+from conftest import REPO, SHARED_DATA, absolute_paths, logged_commands, needs_shared, needs_whisper
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.asr.train import train
@@ -104,6 +104,20 @@ def test_smoke_recipe_results_layout(smoke):
     for text in ("## K = 32", "learn-kmeans", "speed-perturb", "soft/soft − hard", "## Training"):
         assert text in md, text
     assert (smoke / "tau_sweep.png").stat().st_size > 1000
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_logs_commands_relative_to_the_recipe(smoke):
+    """The command log (and RESULTS.md's Commands) keep no machine path: the smoke run's absolute --data, --dump,
+    --exp_dir and --data_root are written relative to egs/speechocean762/asr; every stage is a softtok verb."""
+    commands = (smoke / "exp" / "commands.txt").read_text()
+    assert absolute_paths(commands) == [] and f" --out-dir {os.path.relpath(smoke, RECIPE.parent)}/" in commands
+    calls = [line.split() for line in commands.splitlines() if not line.startswith("#")]
+    assert all(call[:3] == [Path(sys.executable).name, "-m", "softtok.cli"] for call in calls), commands
+    assert {" ".join(call[3:5]) for call in calls} >= {"subset-data --src", "sets split-speakers", "asr train",
+                                                      "asr sweep-tau", "asr decode-sets", "asr decode"}
+    assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []
 
 
 @needs_shared

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from typing import List
 
 import numpy as np
+import pytest
 
 from conftest import needs_shared, needs_whisper
 from softtok.cli import main
@@ -96,3 +98,84 @@ def test_console_script_help():
     for sub in ("dump-features", "learn-kmeans", "dump-tokens"):
         out = subprocess.run([exe, sub, "--help"], capture_output=True, text=True, check=True).stdout
         assert "--out" in out and f"softtok {sub}" in out
+
+
+def _help(argv, capsys) -> str:
+    """What ``softtok ARGV`` prints (it must exit 0, as --help does)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, (argv, out)
+    return out
+
+
+def _subverbs(help_text: str) -> List[str]:
+    """The verbs a help text lists (its first positional argument's {a,b,...} choices), or []."""
+    section = help_text.split("positional arguments:\n", 1)
+    if len(section) < 2 or not section[1].startswith("  {"):
+        return []
+    return section[1][3:section[1].index("}")].split(",")
+
+
+def test_every_verb_and_sub_verb_has_help(capsys):
+    """Each verb ``softtok --help`` lists (and each of its sub-verbs, down) answers --help with its real options,
+    headed by its own ``softtok ...`` usage; the vocoder verbs for either --vocoder."""
+    todo = [[verb] for verb in _subverbs(_help(["--help"], capsys))]
+    assert {"prepare", "dump-tokens", "analyze", "asr", "voc", "sets", "voc-data", "score", "launch",
+            "recipe"} <= {v[0] for v in todo}
+    seen = []
+    while todo:
+        words = todo.pop(0)
+        out = _help([*words, "--help"], capsys)
+        assert f"usage: softtok {' '.join(words)} " in out and "-h, --help" in out, out
+        todo += [[*words, sub] for sub in _subverbs(out)]
+        seen.append(" ".join(words))
+    assert {"asr train", "asr sweep-tau", "voc train", "voc synth-eval", "sets add-noise", "voc-data timit",
+            "analyze rankme", "recipe codebook"} <= set(seen)
+    for verb in ("train", "synthesize"):
+        mel, hifigan = (_help(["voc", verb, "--vocoder", v, "--help"], capsys) for v in ("mel", "hifigan"))
+        assert f"usage: softtok voc {verb} " in hifigan and "--vocoder hifigan" in hifigan.splitlines()[0]
+        assert "--exp-dir" in mel and ("Griffin-Lim" in mel) != ("Griffin-Lim" in hifigan)
+
+
+def test_table_verbs_run_their_module(tmp_path, capsys):
+    """``softtok recipe ...`` and ``softtok score ...`` run the module's main with the user's arguments; a group
+    without a verb or with a global option before it is a usage error."""
+    assert main(["recipe", "codebook", "--dir", "exp/kmeans", "--feature", "hubert", "--k", "8",
+                 "--layers", "9", "21"]) == 0
+    assert capsys.readouterr().out == "exp/kmeans/hubert_l9_k8.npy,exp/kmeans/hubert_l21_k8.npy\n"
+    (tmp_path / "ref").write_text("u1 A B\n")
+    (tmp_path / "hyp").write_text("u1 A C\n")
+    assert main(["score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp"),
+                 "--out-dir", str(tmp_path / "score")]) == 0
+    assert (tmp_path / "score" / "wer.txt").is_file()
+    for argv, message in ((["asr"], "required: verb"), (["voc", "bogus"], "invalid choice: 'bogus'"),
+                          (["voc", "train", "--vocoder", "x"], "--vocoder: invalid choice: 'x'"),
+                          (["--log-level", "DEBUG", "asr", "train"], "put 'asr' first")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_help_imports_no_torch():
+    """``softtok --help`` builds its parser without importing torch or any verb's module."""
+    code = ("import sys; from softtok.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m in ('torch', 'softtok.recipes.asr', 'softtok.recipes.voc', "
+            "'softtok.recipes.sets') or m.startswith('softtok.downstream')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_subset_data_without_n_copies_the_dir(tone_dir, tmp_path, caplog):
+    """``subset-data`` without --n copies every file as it is (relative paths, extra files), replacing OUT."""
+    (tone_dir / "spk2gender").write_text("utt_a f\n")
+    out = tmp_path / "copy"
+    out.mkdir()
+    (out / "stale").write_text("x")
+    assert main(["subset-data", "--src", str(tone_dir), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tone_dir.iterdir())
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in tone_dir.iterdir() if p.is_file())
+    assert "subset-data done: utts=3" in caplog.text
+    assert main(["subset-data", "--src", str(tone_dir), "--out", str(tmp_path / "two"), "--n", "2"]) == 0
+    assert (tmp_path / "two" / "wav.scp").read_text().count("\n") == 2
+    assert main(["subset-data", "--src", str(tone_dir), "--out", str(tmp_path / "x"), "--n", "-1"]) == 1

@@ -39,6 +39,15 @@ def test_unknown_feature_and_option():
 
 
 @needs_whisper
+def test_has_layers_from_the_registry():
+    from softtok.tokenizers.features.base import has_layers
+
+    assert [has_layers(f) for f in ("mfcc", "fbank", "hubert", "wavlm", "wav2vec2", "whisper")] == \
+        [False, False, True, True, True, True]
+    with pytest.raises(ValueError, match="unknown feature 'mel'"):
+        has_layers("mel")
+
+
 def test_whisper_real_length_and_equal_length_batching():
     whisper = build_featurizer("whisper")
     assert whisper.dim == 384 and whisper.frame_rate == 50

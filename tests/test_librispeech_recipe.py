@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, absolute_paths
 from corpus_fixtures import (make_chime4, make_erj, make_l2arctic, make_librispeech, make_speechocean, make_tedlium2,
                              tiny_hubert)
 from softtok.tokenizers.fileio import load_yaml
@@ -77,6 +77,7 @@ def test_smoke_rankme_per_layer(smoke):
     assert [r.split("|")[1].strip() for r in rows] == ["1", "2"], md
     assert (smoke / "rankme.png").is_file()
     assert "analyze rankme --data-dir" in (smoke / "exp" / "commands.txt").read_text()
+    assert absolute_paths((smoke / "exp" / "commands.txt").read_text()) == []
     assert "## Commands" in md and "analyze rankme --data-dir" in md.split("## Commands")[1]
 
 

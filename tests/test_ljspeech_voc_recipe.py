@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, needs_whisper
+from conftest import REPO, absolute_paths, logged_commands, needs_whisper
 from corpus_fixtures import make_ljspeech, make_timit, tiny_hubert
 from softtok.recipes.corpora.ljspeech import prepare_ljspeech
 from softtok.tokenizers.datadir import DataError, load_data_dir
@@ -57,8 +57,10 @@ def test_smoke_hifigan_recipe_results(smoke):
     assert [len(load_data_dir(data / s)) for s in ("train", "dev", "test_id", "test_ood")] == [6, 3, 3, 3]
     assert all(u.split("_")[1] != "SA1" for u in load_data_dir(data / "test_ood").utt_ids)  # TIMIT SA skipped
     md = (smoke / "RESULTS.md").read_text()
-    for text in ("voc_data ljspeech", "voc_data timit", "hifigan soft (τ*)", "## Conversion into the target voice"):
+    for text in ("voc-data ljspeech", "voc-data timit", "subset-data --src", "voc train --vocoder hifigan",
+                 "hifigan soft (τ*)", "## Conversion into the target voice"):
         assert text in md, text
+    assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []  # the fixture trees' paths made relative
 
 
 @needs_whisper

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, SHARED_DATA, needs_shared, needs_whisper, write_wave
+from conftest import REPO, SHARED_DATA, absolute_paths, logged_commands, needs_shared, needs_whisper, write_wave
 from softtok.recipes.voc.evaluate import Evaluator
 from softtok.recipes.voc.report import results_markdown
 from softtok.recipes.voc.synthesis import model_heads, sweep_tau, synth_name, synthesize_set
@@ -76,6 +76,7 @@ def test_smoke_recipe_results_layout(smoke):
                  "synth-eval", "## Resynthesis (in domain): test_id", "## Conversion into the target voice",
                  "mel soft (τ*)", "Griffin-Lim oracle", "soft − hard", "spectrograms_test_id.png", "## Training"):
         assert text in md, text
+    assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []
 
 
 @needs_shared

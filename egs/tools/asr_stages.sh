@@ -24,10 +24,11 @@ fi
 join_commas() { local IFS=,; echo "$*"; }
 # shellcheck disable=SC2046,SC2086
 scps() { join_commas $(for d in $feat_dirs; do echo "$d/$1/feats.scp"; done); }   # scps SET: its feats.scp (comma list)
+# codebook K [LAYER]: the codebook of size K (of LAYER; default one per layer of $layers, a comma list)
 codebook() {
-  # shellcheck disable=SC2046
-  if [ -n "$layers" ]; then join_commas $(for l in $layers; do echo "$exp_dir/kmeans/${feature}_l${l}_k$1.npy"; done)
-  else echo "$exp_dir/kmeans/$([ "$tokenizer" = dmel ] && echo dmel_)${feature}_k$1.npy"; fi
+  # shellcheck disable=SC2086
+  $softtok recipe codebook --dir "$exp_dir/kmeans" --feature "$feature" --k "$1" --tokenizer "$tokenizer" \
+    --layers ${2:-$layers}
 }
 # rankme_layers SET [OPTS]: RankMe of every $feature encoder layer on data/SET (softtok analyze rankme OPTS) ->
 # $results_dir/RANKME.md, rankme.json, rankme.png, listing the command log (the recipes' RankMe stage)
@@ -54,7 +55,7 @@ if run_stage 4 "learn $tokenizer codebooks (K = $ks)"; then
     elif [ -n "$layers" ]; then
       for l in $layers; do
         log $softtok learn-kmeans --feats $dump/${feature}_l$l/$train_set/feats.scp --n-clusters $k --backend faiss \
-          --portion $km_portion --out "$exp_dir/kmeans/${feature}_l${l}_k$k.npy"
+          --portion $km_portion --out "$(codebook $k $l)"
       done
     else
       log $softtok learn-kmeans --feats $feats/$train_set/feats.scp --n-clusters $k --backend faiss \
@@ -67,7 +68,7 @@ fi
 threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
 asr_train() {  # asr_train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
   local name=$1 head=$2; shift 2
-  log_bg $py -m softtok.downstream.asr.train --config $train_conf --head $head "$@" --num-threads $threads \
+  log_bg $softtok asr train --config $train_conf --head $head "$@" --num-threads $threads \
     --train-feats "$(scps $train_set)" --train-text $data/$train_set/text \
     --valid-feats "$(scps $dev_set)" --valid-text $data/$dev_set/text --exp-dir $exp_dir/$name
 }
@@ -85,7 +86,7 @@ fi
 if run_stage 6 "choose τ on $dev_set (sweep)"; then
   for model in $discrete_models; do
     # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr sweep-tau --exp-dir $exp_dir/$model --feats "$(scps $dev_set)" \
+    log $softtok asr sweep-tau --exp-dir $exp_dir/$model --feats "$(scps $dev_set)" \
       --text $data/$dev_set/text --factors $tau_factors
   done
   mark_done 6
@@ -94,7 +95,7 @@ fi
 if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
   for model in $discrete_models asr_continuous; do
     # shellcheck disable=SC2086
-    log $py -m softtok.recipes.asr decode-sets --exp-dir $exp_dir/$model --dump "$(join_commas $feat_dirs)" --data $data \
+    log $softtok asr decode-sets --exp-dir $exp_dir/$model --dump "$(join_commas $feat_dirs)" --data $data \
       --sets $dev_set $test_sets --search $search
   done
   mark_done 7
@@ -102,7 +103,7 @@ fi
 
 if run_stage 8 "results.json, RESULTS.md, plots"; then
   # shellcheck disable=SC2086
-  $py -m softtok.recipes.asr results --exp $exp_dir --data $data --ks $ks --sets $dev_set $test_sets --search $search \
+  $softtok asr results --exp $exp_dir --data $data --ks $ks --sets $dev_set $test_sets --search $search \
     --subsets $subsets --commands $cmds --out-dir $results_dir
   mark_done 8
 fi

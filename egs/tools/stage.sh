@@ -1,7 +1,7 @@
 # Shared helpers for egs/*/*/run.sh: option parsing and skip-if-done stage markers.
 # Usage in run.sh: declare defaults, then `. ../../tools/stage.sh "$@"`, then
-#   commands_log "$exp_dir/commands.txt" "egs/<corpus>/<task>/run.sh $*"
-#   if run_stage 1 "prepare data"; then log python -m ...; mark_done 1; fi
+#   commands_log "$exp_dir/commands.txt" "egs/<corpus>/<task>/run.sh" "$@"
+#   if run_stage 1 "prepare data"; then log $softtok prepare ...; mark_done 1; fi
 
 # Every recipe also takes --cmd local|slurm and --slurm_conf FILE (for run_sharded, below).
 cmd=${cmd:-local}
@@ -27,18 +27,24 @@ run_stage() {
 }
 mark_done() { mkdir -p "$exp_dir/.done" && touch "$exp_dir/.done/stage$1"; }
 
-# commands_log FILE HEADER: append "# <UTC time> HEADER" to FILE (the log RESULTS.md lists) and remember it as $cmds.
-commands_log() { cmds=$1; mkdir -p "$(dirname "$cmds")"; echo "# $(date -u +%FT%TZ) $2" >> "$cmds"; }
-# log CMD ARGS...: append the command to $cmds, echo it, run it.
-log() { [ -z "${cmds:-}" ] || echo "$*" >> "$cmds"; echo "+ $*"; "$@"; }
+# record CMD ARGS...: append the command to $cmds as RESULTS.md lists it: the program by its name, every absolute
+# path (also in --opt=PATH and comma lists) relative to the recipe folder (the cwd), so no machine path is kept.
+record() { "${py:-python}" -m softtok.recipes.naming relative-command -- "$@" >> "$cmds"; }
+# commands_log FILE SCRIPT ARGS...: append "# <UTC time> SCRIPT ARGS" to FILE (the log RESULTS.md lists) and
+# remember it as $cmds.
+commands_log() {
+  cmds=$1; shift; mkdir -p "$(dirname "$cmds")"; printf '# %s ' "$(date -u +%FT%TZ)" >> "$cmds"; record "$@"
+}
+# log CMD ARGS...: record the command in $cmds, echo it, run it (with its arguments as given).
+log() { [ -z "${cmds:-}" ] || record "$@"; echo "+ $*"; "$@"; }
 
 # run_sharded NAME CMD ARGS...: a sharded dump (softtok dump-features / dump-tokens) on $nj shards, as
 # $nj local processes (cmd=local: CMD ARGS --nj $nj) or a Slurm array of $nj tasks, then the merge (cmd=slurm:
-# resources from $slurm_conf, script and task logs in $exp_dir/log/NAME.*; see softtok.recipes.launch).
+# resources from $slurm_conf, script and task logs in $exp_dir/log/NAME.*; see softtok launch --help).
 run_sharded() {
   local name=$1; shift
   if [ "$cmd" = local ]; then log "$@" --nj "$nj"; return; fi
-  log "${py:-python}" -m softtok.recipes.launch --cmd "$cmd" --nj "$nj" --log-dir "$exp_dir/log" --name "$name" \
+  log "${py:-python}" -m softtok.cli launch --cmd "$cmd" --nj "$nj" --log-dir "$exp_dir/log" --name "$name" \
     --slurm-conf "$slurm_conf" -- "$@"
 }
 
@@ -48,6 +54,6 @@ run_sharded() {
 bg_pids=()
 log_bg() {
   while [ "$(jobs -rp | wc -l)" -ge "${train_nj:-1}" ]; do wait -n || { wait; return 1; }; done
-  echo "$*" >> "$cmds"; echo "+ $* &"; "$@" & bg_pids+=($!)
+  record "$@"; echo "+ $* &"; "$@" & bg_pids+=($!)
 }
 wait_bg() { local pid rc=0; for pid in "${bg_pids[@]}"; do wait "$pid" || rc=1; done; bg_pids=(); return $rc; }

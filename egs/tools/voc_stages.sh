@@ -7,11 +7,10 @@
 #   speaker                target speaker's name (its embedding: exp_dir/speaker_ref/<speaker>.npy)
 #   py data dump exp_dir results_dir (and $cmds from commands_log)
 
-if [ "$vocoder" = mel ]; then train_py="$py -m softtok.downstream.vocoder.train"
-else train_py="$py -m softtok.downstream.vocoder.$vocoder train"; fi
 softtok="$py -m softtok.cli"
-voc="$py -m softtok.recipes.voc"
+voc="$softtok voc"
 feats=$dump/$feature
+km=$($softtok recipe codebook --dir "$exp_dir/kmeans" --feature "$feature" --k "$k")
 hard_model=voc_${vocoder}_hard_k$k
 cont_model=voc_${vocoder}_continuous
 speaker_ref=$exp_dir/speaker_ref/$speaker.npy
@@ -27,20 +26,19 @@ if run_stage 2 "dump $feature features"; then
 fi
 
 if run_stage 3 "learn k-means (K = $k) on $speaker train"; then
-  log $softtok learn-kmeans --feats $feats/train/feats.scp --n-clusters $k --backend faiss \
-    --out $exp_dir/kmeans/${feature}_k$k.npy
+  log $softtok learn-kmeans --feats $feats/train/feats.scp --n-clusters $k --backend faiss --out "$km"
   mark_done 3
 fi
 
 threads=$(( $(nproc) / train_nj > 0 ? $(nproc) / train_nj : 1 ))
 train() {  # train EXP HEAD [--kmeans KM]: in the background, train_nj at once (wait_bg waits)
   local name=$1 head=$2; shift 2
-  log_bg $train_py --config $train_conf --head $head "$@" --num-threads $threads \
+  log_bg $voc train --vocoder "$vocoder" --config $train_conf --head $head "$@" --num-threads $threads \
     --feats $feats/train/feats.scp --data-dir $data/train --valid-feats $feats/dev/feats.scp \
     --valid-data $data/dev --exp-dir $exp_dir/$name
 }
 if run_stage 4 "train the $vocoder vocoders: on hard tokens and on continuous features"; then
-  train $hard_model hard --kmeans $exp_dir/kmeans/${feature}_k$k.npy
+  train $hard_model hard --kmeans "$km"
   train $cont_model continuous
   wait_bg
   mark_done 4

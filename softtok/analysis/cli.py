@@ -63,7 +63,8 @@ def _add_analyze(sub) -> None:
                          description="Either --data-dir with --feature/--checkpoint (every layer in one pass) "
                                      "or --feats F1 F2 ...; writes RANKME.md, rankme.json, rankme.png.")
     r.add_argument("--data-dir")
-    r.add_argument("--feature", choices=["hubert", "wavlm", "wav2vec2", "whisper"])
+    r.add_argument("--feature", help="an encoder feature (hubert, wavlm, wav2vec2, whisper); one without layers "
+                                     "(mfcc, fbank) is skipped with a message")
     r.add_argument("--checkpoint", help="SSL checkpoint (required) or CTranslate2 Whisper dir (default: tiny.en)")
     r.add_argument("--layers", type=int, nargs="*", help="1-based layers (default: all)")
     r.add_argument("--feats", nargs="*", default=[])
@@ -92,10 +93,13 @@ def _run_rankme(args) -> Dict[str, Any]:
     from softtok.analysis.layers import rankme_feats, rankme_layers
     from softtok.analysis.report import write_rankme_report
     from softtok.reporting import read_commands
+    from softtok.tokenizers.features.base import has_layers
 
     if bool(args.feats) == bool(args.data_dir):
         raise ValueError("analyze rankme: give either --feats or --data-dir (with --feature and --checkpoint)")
     if args.data_dir:
+        if args.feature and not has_layers(args.feature):
+            return {"skipped": f"feature {args.feature!r} has no encoder layers (no RANKME.md)"}
         if not args.feature or (args.feature != "whisper" and not args.checkpoint):
             raise ValueError("analyze rankme --data-dir needs --feature (and --checkpoint unless whisper)")
         result = rankme_layers(args.data_dir, args.feature, args.checkpoint, args.layers, args.max_utts, args.device)

@@ -9,7 +9,7 @@ string *including* the single spaces between words.
 Usage::
 
     python -m softtok.downstream.scoring --ref data/test/text --hyp exp/x/hyp --out-dir exp/x/score
-    python -m softtok.downstream.scoring --compare exp/a/score exp/b/score
+    softtok score --compare exp/a/score exp/b/score
 """
 
 from __future__ import annotations
@@ -233,10 +233,10 @@ def format_comparison(result: Dict[str, float], name_a: str, name_b: str) -> str
             f"({result['n_resamples']} paired bootstrap resamples over {result['n_utts']} utterances)\n")
 
 
-def get_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Arguments of ``python -m softtok.downstream.scoring``: score one decode, or compare two score dirs."""
-    p = argparse.ArgumentParser(description="Score a Kaldi hyp text against a ref text (WER/CER), or compare "
-                                            "two score dirs with a paired bootstrap.")
+    p = argparse.ArgumentParser(prog=prog, description="Score a Kaldi hyp text against a ref text (WER/CER), "
+                                                       "or compare two score dirs with a paired bootstrap.")
     p.add_argument("--ref", help="reference Kaldi text file (utt WORDS...)")
     p.add_argument("--hyp", help="hypothesis Kaldi text file")
     p.add_argument("--out-dir", help="where to write ref, hyp, wer.txt, per_utt.txt, score.yaml")
@@ -261,9 +261,9 @@ def _run(args: argparse.Namespace) -> str:
     return format_summary(numbers)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Command-line entry point; returns the exit status."""
-    args = get_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     try:

@@ -1,8 +1,8 @@
 """Python stages of the token-ASR recipes: τ sweep on dev, decoding every set, results tables and plots.
 
-    python -m softtok.recipes.asr sweep-tau --exp-dir exp/asr_hard_k128 --feats dump/dev/feats.scp --text data/dev/text
-    python -m softtok.recipes.asr decode-sets --exp-dir exp/asr_hard_k128 --dump dump --data data --sets test fsdd
-    python -m softtok.recipes.asr results --exp exp --out-dir .
+    softtok asr sweep-tau --exp-dir exp/asr_hard_k128 --feats dump/dev/feats.scp --text data/dev/text
+    softtok asr decode-sets --exp-dir exp/asr_hard_k128 --dump dump --data data --sets test fsdd
+    softtok asr results --exp exp --out-dir .
 
 τ is chosen on dev only (lowest dev WER, greedy CTC) from multiples of the median squared
 distance of dev frames to their nearest centroid, then applied unchanged to every test set.
@@ -247,8 +247,8 @@ def read_subsets(data: str, spec: Sequence[str]) -> Dict[str, Dict[str, List[str
     return subsets
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Token-ASR recipe stages")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Token-ASR recipe stages")
     sub = p.add_subparsers(dest="stage", required=True)
     s = sub.add_parser("sweep-tau", help="decode dev over the τ grid; write tau_sweep.yaml")
     s.add_argument("--exp-dir", required=True)
@@ -283,8 +283,8 @@ def _run_stage(args) -> Dict[str, Any]:
     return {"output": str(Path(args.out_dir) / "RESULTS.md")}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     return run_job(args.stage, lambda: _run_stage(args), logger)
 

@@ -9,7 +9,7 @@ The command must be a shardable softtok dump (``dump-features``, ``dump-tokens``
   run.sh stage ends only when every task has), then runs ``COMMAND --merge N`` here. ``--dry-run`` only writes
   the script.
 
-    python -m softtok.recipes.launch --cmd slurm --nj 8 --log-dir exp/log --name dump_train \\
+    softtok launch --cmd slurm --nj 8 --log-dir exp/log --name dump_train \\
         --slurm-conf egs/tools/slurm.yaml -- python -m softtok.cli dump-features --data-dir data/train \\
         --feature whisper --out-dir dump/whisper/train
 """
@@ -158,8 +158,8 @@ def launch(command: Sequence[str], cmd: str, nj: int, name: str, log_dir: str,
     return run_slurm(command, nj, name, Path(log_dir), SlurmConf.load(slurm_conf), dry_run)
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m softtok.recipes.launch", description=__doc__,
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "python -m softtok.recipes.launch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cmd", choices=["local", "slurm"], default="local")
     p.add_argument("--nj", type=int, required=True, help="shards: local processes or array tasks")
@@ -171,9 +171,9 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Entry point; returns the exit status (1 with one error line when the job or a task fails)."""
-    args = get_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:

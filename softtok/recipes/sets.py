@@ -54,9 +54,9 @@ def _cmd_noise(args: argparse.Namespace) -> Sequence[Path]:
     return [add_noise(args.src, args.out, args.snr, args.noise, args.seed, args.noise_source)]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Subcommands split-speakers, split-age, split-accent, split-attribute, combine, speed-perturb, add-noise."""
-    parser = argparse.ArgumentParser(prog="python -m softtok.recipes.sets", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog or "python -m softtok.recipes.sets", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("split-speakers", help="hold out a fraction of speakers")
@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Run one subcommand; data problems are one ``error:`` line on stderr and exit status 1."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(args.log_level)
     try:

@@ -31,11 +31,11 @@ def _alias(sub, command: str, corpus: str, corpus_flag: str, summary: str) -> ar
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Subcommands piper-joe, conversion-source, ljspeech, timit (defaults: the prepare functions')."""
     names = ("piper_joe", "conversion_source", "ljspeech", "timit")
-    parser = argparse.ArgumentParser(prog="python -m softtok.recipes.voc_data", description=__doc__.splitlines()[0],
-                                     epilog="Downloads:\n" + downloads_text(names),
+    parser = argparse.ArgumentParser(prog=prog or "python -m softtok.recipes.voc_data",
+                                     description=__doc__.splitlines()[0], epilog="Downloads:\n" + downloads_text(names),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,9 +63,9 @@ def _prepare(args: argparse.Namespace) -> Dict[str, str]:
     return {k: str(v) for k, v in prepare_corpus(args.corpus, args.corpus_dir, args.out, **options).items()}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Run one subcommand: ``<command> done: set=dir, ...`` (exit 0) or one error line (exit 1)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.log_level)
     return run_job(args.command, lambda: _prepare(args), logger)
 

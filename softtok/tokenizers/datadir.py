@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -213,6 +214,19 @@ def subset_data_dir(data: DataDir, out_dir: os.PathLike | str, utts: Iterable[st
     text = {u: data.text[u] for u in utts} if data.text is not None else None
     utt2spk = {u: data.utt2spk[u] for u in utts} if data.utt2spk is not None else None
     return write_data_dir(out_dir, wav, text, utt2spk, speaker_files(data), segments)
+
+
+def copy_data_dir(src: os.PathLike | str, out_dir: os.PathLike | str) -> Path:
+    """Every file of the data dir ``src`` (validated first) copied as they are to ``out_dir``, which it replaces
+    (``rm -rf OUT; cp -r SRC OUT``, built beside ``out_dir`` and renamed into place)."""
+    data, out = load_data_dir(src), Path(out_dir)
+    tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(data.path, tmp, symlinks=True, copy_function=shutil.copy)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
 
 
 def evenly_spaced(items: Sequence[str], n: int) -> List[str]:

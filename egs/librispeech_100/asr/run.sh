@@ -40,19 +40,20 @@ results_dir=.
 for name in librispeech:LibriSpeech tedlium:TEDLIUM_release2 chime4:CHiME4 l2arctic:l2arctic speechocean:speechocean762; do
   var=${name%%:*}; [ -n "${!var}" ] || printf -v "$var" '%s' "$corpus_root/${name#*:}"
 done
+subset_n=0                              # utterances per set (0: all)
 if [ "$smoke" = true ]; then
-  ks="8 16"; train_conf=conf/train_smoke.yaml; tau_factors="0.05 1"; km_portion=1.0
+  ks="8 16"; train_conf=conf/train_smoke.yaml; tau_factors="0.05 1"; km_portion=1.0; subset_n=12
 fi
 if [ -z "$checkpoint" ]; then echo "$0: --checkpoint (a $feature large checkpoint) is required" >&2; exit 1; fi
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
-sets="$py -m softtok.recipes.sets"
+sets="$softtok sets"
 layers=$(echo $layers)                  # "" = the single --layer; else one stream per layer ($dump/${feature}_l<L>)
 feature_opts="--checkpoint $checkpoint --layer $(echo ${layers:-$layer} | tr ' ' ,)"
 train_set=train_clean_100; dev_set=dev
 test_sets="test_clean test_other tedlium2_test chime4_et05_real chime4_et05_simu l2arctic speechocean762_test"
 [ -z "$erj" ] || test_sets="$test_sets erj"
-commands_log "$exp_dir/commands.txt" "egs/librispeech_100/asr/run.sh $*"   # log CMD: run it and append it there
+commands_log "$exp_dir/commands.txt" "egs/librispeech_100/asr/run.sh" "$@"   # log CMD: run it and append it there
 
 if run_stage 1 "prepare LibriSpeech, TED-LIUM 2, CHiME-4, L2-ARCTIC, speechocean762${erj:+, ERJ}"; then
   orig=$data/orig
@@ -64,8 +65,7 @@ if run_stage 1 "prepare LibriSpeech, TED-LIUM 2, CHiME-4, L2-ARCTIC, speechocean
   [ -z "$erj" ] || log $softtok prepare --corpus erj --corpus-dir "$erj" --out-dir $orig
   for set in train_clean_100 dev_clean dev_other $test_sets; do
     src=$orig/$set; [ "$set" != speechocean762_test ] || src=$orig/speechocean762/test
-    if [ "$smoke" = true ]; then log $softtok subset-data --src $src --out $data/$set --n 12
-    else rm -rf "${data:?}/$set"; cp -r $src $data/$set; fi
+    log $softtok subset-data --src $src --out $data/$set --n $subset_n
   done
   mark_done 1
 fi

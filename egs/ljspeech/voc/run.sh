@@ -35,15 +35,15 @@ if [ "$smoke" = true ]; then
   n_dev=3; n_test=3; n_ood=3; k=16; train_conf=conf/${vocoder}_smoke.yaml; tau_factors="0.1 1"; train_nj=1
 fi
 py=${PYTHON:-python}
+softtok="$py -m softtok.cli"
 speaker=LJ
 feature_opts="${checkpoint:+--checkpoint $checkpoint} ${layer:+--layer $layer}"
-commands_log "$exp_dir/commands.txt" "egs/ljspeech/voc/run.sh $*"   # log CMD: run it and append it there
+commands_log "$exp_dir/commands.txt" "egs/ljspeech/voc/run.sh" "$@"   # log CMD: run it and append it there
 
 if run_stage 1 "data: LJSpeech train/dev/test_id, TIMIT TEST test_ood"; then
-  log $py -m softtok.recipes.voc_data ljspeech --corpus "$ljspeech" --out $data --n-test $n_test --n-dev $n_dev
-  log $py -m softtok.recipes.voc_data timit --corpus "$timit" --out $data/timit
-  if [ "$n_ood" -gt 0 ]; then log $py -m softtok.cli subset-data --src $data/timit/test_ood --out $data/test_ood --n $n_ood
-  else rm -rf "${data:?}/test_ood"; cp -r $data/timit/test_ood $data/test_ood; fi
+  log $softtok voc-data ljspeech --corpus "$ljspeech" --out $data --n-test $n_test --n-dev $n_dev
+  log $softtok voc-data timit --corpus "$timit" --out $data/timit
+  log $softtok subset-data --src $data/timit/test_ood --out $data/test_ood --n $n_ood
   mark_done 1
 fi
 

@@ -34,14 +34,15 @@ if [ "$smoke" = true ]; then
   hours=0.01; n_dev=3; n_test=3; n_ood=3; k=16; train_conf=conf/${vocoder}_smoke.yaml; tau_factors="0.1 1"
 fi
 py=${PYTHON:-python}
+softtok="$py -m softtok.cli"
 speaker=joe; feature_opts=
-commands_log "$exp_dir/commands.txt" "egs/piper_joe/voc/run.sh $*"   # log CMD: run it and append it there
+commands_log "$exp_dir/commands.txt" "egs/piper_joe/voc/run.sh" "$@"   # log CMD: run it and append it there
 
 if run_stage 1 "data: piper joe train/dev/test_id, speechocean762 test_ood"; then
-  log $py -m softtok.recipes.voc_data conversion-source --speechocean "$data_root/speechocean762" --out $data \
+  log $softtok voc-data conversion-source --speechocean "$data_root/speechocean762" --out $data \
     --n $n_ood
   # joe never reads a conversion-source sentence: the OOD judge-WER references stay unseen
-  log $py -m softtok.recipes.voc_data piper-joe --sentences "$data_root/speechocean762" --out $data \
+  log $softtok voc-data piper-joe --sentences "$data_root/speechocean762" --out $data \
     --hours $hours --n-dev $n_dev --n-heldout $n_test --exclude-text $data/test_ood/text
   mark_done 1
 fi

@@ -32,34 +32,33 @@ exp_dir=                               # default: exp (exp_dmel with --tokenizer
 results_dir=                           # default: . (results_dmel with --tokenizer dmel)
 . ../../tools/stage.sh "$@"
 
+subset_train=0; subset_test=0           # utterances of train and of test/fsdd (0: all)
 if [ "$smoke" = true ]; then
   ks="16 32"; train_conf=conf/train_smoke.yaml; tau_factors="0.01 0.05"; phone_conf=conf/phone_ctc_smoke.yaml
+  subset_train=120; subset_test=24
 fi
-[ "$tokenizer" = kmeans ] || [ "$tokenizer" = dmel ] || { echo "$0: --tokenizer must be kmeans or dmel" >&2; exit 1; }
-if [ "$tokenizer" = dmel ]; then  # dMel bins the 80 fbank log-mel channels; its own exp and results folders
-  feature=fbank; exp_dir=${exp_dir:-exp_dmel}; results_dir=${results_dir:-results_dmel}; ks=${ks:-16}
-  [ "$smoke" = true ] && ks=16
-fi
-ks=${ks:-128 1024}
-exp_dir=${exp_dir:-exp}; results_dir=${results_dir:-.}
 py=${PYTHON:-python}
 softtok="$py -m softtok.cli"
+# the tokenizer's feature, ks and folders (dmel: the 80 fbank log-mel channels, 16 bins, exp_dmel, results_dmel)
+settings=$($softtok recipe tokenizer-settings --tokenizer "$tokenizer" --smoke "$smoke" --feature "$feature" \
+  --ks "$ks" --exp-dir "$exp_dir" --results-dir "$results_dir")
+eval "$settings"
+ks=${ks:-128 1024}
 test_sets="test test_noisy_10db test_noisy_0db fsdd"
-commands_log "$exp_dir/commands.txt" "egs/speechocean762/asr/run.sh $*"   # log CMD: run it and append it there
+commands_log "$exp_dir/commands.txt" "egs/speechocean762/asr/run.sh" "$@"   # log CMD: run it and append it there
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
   log $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data/orig"
   log $softtok prepare --corpus fsdd --corpus-dir "$data_root/fsdd" --out-dir "$data/orig"
   for set in train test fsdd; do
-    if [ "$smoke" = true ]; then n=$([ $set = train ] && echo 120 || echo 24)
-      log $softtok subset-data --src "$data/orig/$set" --out "$data/$set" --n $n
-    else rm -rf "${data:?}/$set"; cp -r "$data/orig/$set" "$data/$set"; fi
+    n=$subset_test; [ $set != train ] || n=$subset_train
+    log $softtok subset-data --src "$data/orig/$set" --out "$data/$set" --n $n
   done
   mark_done 1
 fi
 
 if run_stage 2 "dev split, speed perturbation, noisy and subset sets"; then
-  sets="$py -m softtok.recipes.sets"
+  sets="$softtok sets"
   log $sets split-speakers --src $data/train --out-a $data/train_nodev --out-b $data/dev --fraction 0.1 --seed 0
   log $sets speed-perturb --src $data/train_nodev --out $data/train_sp --factors 0.9 1.0 1.1
   for snr in 10 0; do
@@ -84,7 +83,7 @@ if run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
     log $softtok phone-text --text $data/$set/text --text-phone $resource/text-phone --lexicon $resource/lexicon.txt \
       --out $data/$set/text_phone
   done
-  log $py -m softtok.downstream.asr.train --config $phone_conf --head continuous --num-threads "$(nproc)" \
+  log $softtok asr train --config $phone_conf --head continuous --num-threads "$(nproc)" \
     --train-feats $feats/train_sp/feats.scp --train-text $data/train_sp/text_phone \
     --valid-feats $feats/dev/feats.scp --valid-text $data/dev/text_phone --exp-dir $exp_dir/phone_ctc
   mark_done 9
@@ -94,7 +93,7 @@ if run_stage 10 "frame phone labels by CTC forced alignment ($align_sets); phone
   for set in $align_sets; do
     log $softtok align --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp --phone-text $data/$set/text_phone \
       --out-dir $exp_dir/align/$set
-    log $py -m softtok.downstream.asr.decode --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp \
+    log $softtok asr decode --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp \
       --text $data/$set/text_phone --head continuous --out-dir $exp_dir/phone_ctc/decode_continuous_greedy/$set
   done
   mark_done 10
@@ -108,9 +107,6 @@ if run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)
   mark_done 11
 fi
 
-if [[ " whisper hubert wavlm wav2vec2 " != *" $feature "* ]] && [ "$stop_stage" -ge 12 ]; then
-  echo "== stage 12: skipped (feature $feature has no encoder layers)"; stop_stage=11
-fi
 if run_stage 12 "RankMe of every $feature encoder layer on $dev_set (RANKME.md)"; then
   rankme_layers $dev_set --max-utts $rankme_utts
   mark_done 12

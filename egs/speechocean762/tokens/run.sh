@@ -25,7 +25,7 @@ feat_opts=(--feature "$feature")
 [ -n "$checkpoint" ] && feat_opts+=(--checkpoint "$checkpoint")
 [ -n "$layer" ] && feat_opts+=(--layer "$layer")
 feats=$dump/$feature${layer:+_l$layer}
-km=$exp_dir/kmeans_${feature}${layer:+_l$layer}_k${n_clusters}.npy
+km=$exp_dir/kmeans_$($softtok recipe codebook --feature "$feature" --k "$n_clusters" ${layer:+--layers "$layer"})
 
 if run_stage 1 "prepare data dirs"; then
   $softtok prepare --corpus speechocean762 --corpus-dir "$data_root/speechocean762" --out-dir "$data"

@@ -1,6 +1,6 @@
 """Decode a trained TokenASR model with any head: CTC greedy (batched) or joint CTC/attention beam search.
 
-    python -m softtok.downstream.asr.decode --exp-dir exp/asr_hard_k128 \\
+    softtok asr decode --exp-dir exp/asr_hard_k128 \\
         --feats dump/whisper/test/feats.scp --text data/test/text \\
         --head soft --tau 2.0 --search greedy --out-dir exp/asr_hard_k128/decode_soft_tau2_greedy/test
 
@@ -136,8 +136,8 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
     return {**result, "output": str(out)}
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Decode with a trained token ASR model.")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Decode with a trained token ASR model.")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--feats", required=True)
     p.add_argument("--text", help="reference transcripts: score when given")
@@ -151,8 +151,8 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     head_conf = head_conf_of(args)
     return run_job("decode", lambda: decode(args.exp_dir, args.feats, args.out_dir, args.text, args.head, head_conf,

@@ -6,7 +6,7 @@
 ``valid.loss.ave``). Under ``torchrun --nproc_per_node N`` it trains data-parallel
 (:mod:`softtok.downstream.distributed`); rank 0 writes every file.
 
-    python -m softtok.downstream.asr.train --config conf/train.yaml \\
+    softtok asr train --config conf/train.yaml \\
         --train-feats dump/whisper/train/feats.scp --train-text data/train/text \\
         --valid-feats dump/whisper/dev/feats.scp --valid-text data/dev/text \\
         --kmeans exp/kmeans_k128.npy --head hard --exp-dir exp/asr_hard_k128
@@ -152,8 +152,8 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     return checkpoints.finish(conf["keep_nbest"])
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a token ASR model (hybrid CTC/attention).")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train a token ASR model (hybrid CTC/attention).")
     p.add_argument("--config", required=True)
     p.add_argument("--train-feats", required=True)
     p.add_argument("--train-text", required=True)
@@ -165,8 +165,8 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     return run_job("train", lambda: train(args.config, args.train_feats, args.train_text, args.valid_feats,
                                           args.valid_text, args.exp_dir, args.head, args.kmeans, args.head_conf,

@@ -381,11 +381,11 @@ def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = Non
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def get_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """``train`` (the mel vocoder's training options) and ``synthesize`` subcommands."""
-    p = argparse.ArgumentParser(description="HiFi-GAN unit vocoder: tokens -> 16 kHz waveform.")
+    p = argparse.ArgumentParser(prog=prog, description="HiFi-GAN unit vocoder: tokens -> 16 kHz waveform.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", parents=[mel_train.get_parser()], conflict_handler="resolve",
+    sub.add_parser("train", parents=[mel_train.build_parser()], conflict_handler="resolve",
                    help="train (or resume) from a YAML config",
                    description="Train (or resume) a HiFi-GAN unit vocoder from a YAML config.")
     add_synthesis_args(sub.add_parser("synthesize", help="synthesize 16 kHz wavs with a trained model",
@@ -393,8 +393,8 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     if args.command == "train":
         return run_job("train", lambda: train(args.config, args.feats, args.data_dir, args.exp_dir, args.head,

@@ -420,15 +420,16 @@ def add_synthesis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Synthesize 16 kHz speech with a trained mel vocoder + Griffin-Lim.")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
+                                description="Synthesize 16 kHz speech with a trained mel vocoder + Griffin-Lim.")
     add_synthesis_args(p)
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     return run_job("synthesize", lambda: synthesize(args.exp_dir, args.feats, args.out_dir, args.head,
                                                     args.head_conf, args.kmeans, args.n_iter, args.device), logger)

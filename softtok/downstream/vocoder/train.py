@@ -136,8 +136,9 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     return checkpoints.finish(conf["keep_nbest"])
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the mel unit vocoder (tokens -> log-mel; Griffin-Lim at synthesis).")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train the mel unit vocoder (tokens -> log-mel; Griffin-Lim "
+                                                       "at synthesis).")
     p.add_argument("--config", required=True)
     p.add_argument("--feats", required=True, help="training feats.scp (50 frames/s)")
     p.add_argument("--data-dir", required=True, help="Kaldi data dir of the same utterances (wav.scp, 16 kHz)")
@@ -147,8 +148,8 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     return run_job("train", lambda: train(args.config, args.feats, args.data_dir, args.exp_dir, args.head,
                                           args.kmeans, args.head_conf, cli_overrides(args), args.valid_feats,

@@ -27,8 +27,8 @@ def _add_set_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--speaker-ref", required=True, help="target speaker embedding (.npy from speaker-ref)")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m softtok.recipes.voc", description="Unit-vocoder recipe stages")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "python -m softtok.recipes.voc", description="Unit-vocoder recipe stages")
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument("--num-threads", type=int, help="torch (and judge) CPU threads (default: all)")
     sub = p.add_subparsers(dest="stage", required=True)
@@ -79,8 +79,8 @@ def _run_stage(args) -> Dict[str, Any]:
     return {"output": str(Path(args.out_dir) / "RESULTS.md")}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging()
     if args.num_threads:
         torch.set_num_threads(args.num_threads)

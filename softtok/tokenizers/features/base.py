@@ -71,6 +71,11 @@ def featurizer_class(name: str) -> Type[Featurizer]:
     return FEATURIZERS[name]
 
 
+def has_layers(name: str) -> bool:
+    """Whether feature ``name`` is an encoder (SSL, Whisper) whose layers a ``layer`` option picks: it counts them."""
+    return featurizer_class(name).count_layers.__func__ is not Featurizer.count_layers.__func__
+
+
 def build_featurizer(name: str, checkpoint: Optional[str] = None, layer: Optional[int] = None,
                      device: Optional[str] = None, **options: Any) -> Featurizer:
     """Build a registered featurizer; unknown names or options are one-line errors."""
