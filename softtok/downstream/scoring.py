@@ -8,7 +8,7 @@ string *including* the single spaces between words.
 
 Usage::
 
-    python -m softtok.downstream.scoring --ref data/test/text --hyp exp/x/hyp --out-dir exp/x/score
+    softtok score --ref data/test/text --hyp exp/x/hyp --out-dir exp/x/score
     softtok score --compare exp/a/score exp/b/score
 """
 
@@ -234,7 +234,7 @@ def format_comparison(result: Dict[str, float], name_a: str, name_b: str) -> str
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Arguments of ``python -m softtok.downstream.scoring``: score one decode, or compare two score dirs."""
+    """Arguments of ``softtok score``: score one decode, or compare two score dirs."""
     p = argparse.ArgumentParser(prog=prog, description="Score a Kaldi hyp text against a ref text (WER/CER), "
                                                        "or compare two score dirs with a paired bootstrap.")
     p.add_argument("--ref", help="reference Kaldi text file (utt WORDS...)")

@@ -196,7 +196,7 @@ def _sweep_table(sweep: Dict[str, Any]) -> List[str]:
 
 def results_markdown(results: Dict[str, Any], commands: str) -> str:
     """The RESULTS.md text: one table per K plus the τ sweep, all from results.json."""
-    lines = ["# Results", "", f"{generated_by('softtok.recipes.asr')}; decoding: {results['search']}. WER/CER "
+    lines = ["# Results", "", f"{generated_by('softtok asr results')}; decoding: {results['search']}. WER/CER "
              "in %; soft − hard is the paired bootstrap WER difference with its 95 % interval (negative: soft is "
              "better).", ""] + commands_section(commands)
     for k, per_k in results["K"].items():

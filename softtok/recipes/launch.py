@@ -10,7 +10,7 @@ The command must be a shardable softtok dump (``dump-features``, ``dump-tokens``
   the script.
 
     softtok launch --cmd slurm --nj 8 --log-dir exp/log --name dump_train \\
-        --slurm-conf egs/tools/slurm.yaml -- python -m softtok.cli dump-features --data-dir data/train \\
+        --slurm-conf egs/tools/slurm.yaml -- softtok dump-features --data-dir data/train \\
         --feature whisper --out-dir dump/whisper/train
 """
 

@@ -81,13 +81,13 @@ def relative_word(word: str, base: str = ".") -> str:
 
 
 def relative_command(words: Sequence[str], base: str = ".") -> str:
-    """A command as a recipe's log records it: words joined by spaces (as bash's ``$*``), the program by its name
-    and every absolute path relative to ``base`` (the recipe folder), so that logs and RESULTS.md hold no machine
-    paths."""
+    """A command as a recipe's log records it, ready to paste into a shell: the program by its name, every absolute
+    path relative to ``base`` (the recipe folder), so that logs and RESULTS.md hold no machine paths, and words
+    with spaces or shell characters quoted (``--head-conf '{tau: 2}'``)."""
     if not words:
         return ""
     program = os.path.basename(words[0]) if os.path.isabs(words[0]) else words[0]
-    return " ".join([program, *(relative_word(w, base) for w in words[1:])])
+    return " ".join(shlex.quote(w) for w in [program, *(relative_word(w, base) for w in words[1:])])
 
 
 def _shell_lines(values: Dict[str, str]) -> str:

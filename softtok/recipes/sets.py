@@ -3,7 +3,7 @@
 Every builder validates its inputs before writing anything, writes Kaldi data dirs with absolute
 audio paths and sorted keys, writes files atomically (unchanged files are left untouched), skips
 audio that a previous run already wrote, and returns the written data dir (a pair for two-way splits).
-This module is their command line (``python -m softtok.recipes.sets``); the builders are in :mod:`.subsets`
+This module is their command line (``softtok sets``); the builders are in :mod:`.subsets`
 (sets of existing utterances) and :mod:`.augment` (sets with new audio: speed perturbation, noise).
 """
 

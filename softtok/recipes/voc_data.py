@@ -2,10 +2,10 @@
 ``softtok prepare --corpus piper_joe|conversion_source|ljspeech|timit`` (same data dirs; the work is in
 :mod:`softtok.recipes.corpora`).
 
-    python -m softtok.recipes.voc_data piper-joe --sentences speechocean762 --out data/joe --hours 1.5 --n-dev 50
-    python -m softtok.recipes.voc_data conversion-source --speechocean speechocean762 --out data/so
-    python -m softtok.recipes.voc_data ljspeech --corpus LJSpeech-1.1 --out data/lj
-    python -m softtok.recipes.voc_data timit --corpus TIMIT --out data/timit
+    softtok voc-data piper-joe --sentences speechocean762 --out data/joe --hours 1.5 --n-dev 50
+    softtok voc-data conversion-source --speechocean speechocean762 --out data/so
+    softtok voc-data ljspeech --corpus LJSpeech-1.1 --out data/lj
+    softtok voc-data timit --corpus TIMIT --out data/timit
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ multiply to 320. Training follows HiFi-GAN: random fixed-length crops (``segment
 per utterance, LSGAN, generator loss 45·mel L1 + 2·feature matching + 1·adversarial, AdamW
 (β = 0.8, 0.99) with an exponential learning-rate decay per epoch.
 
-    python -m softtok.downstream.vocoder.hifigan train --config conf/hifigan_gpu.yaml \\
+    softtok voc train --vocoder hifigan --config conf/hifigan_gpu.yaml \\
         --feats dump/whisper/train/feats.scp --data-dir data/train \\
         --kmeans exp/kmeans_k128.npy --head hard --exp-dir exp/voc_hifigan_hard_k128
-    python -m softtok.downstream.vocoder.hifigan synthesize --exp-dir exp/voc_hifigan_hard_k128 \\
+    softtok voc synthesize --vocoder hifigan --exp-dir exp/voc_hifigan_hard_k128 \\
         --feats dump/whisper/test/feats.scp --out-dir exp/voc_hifigan_hard_k128/synth_soft_tau2 \\
         --head soft --head-conf '{tau: 2}'
 

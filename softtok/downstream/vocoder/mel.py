@@ -17,7 +17,7 @@ trained on hard ids is driven at inference by hard ids, dense soft probabilities
   per utterance; the pseudo-inverse is one matmul and, after Griffin-Lim, gives speech of the same
   (limited) quality. Then 32 iterations of fast Griffin-Lim (momentum 0.99).
 
-    python -m softtok.downstream.vocoder.mel --exp-dir exp/voc_mel_hard_k128 \\
+    softtok voc synthesize --exp-dir exp/voc_mel_hard_k128 \\
         --feats dump/whisper/test/feats.scp --out-dir exp/voc_mel_hard_k128/synth_soft_tau2 \\
         --head soft --head-conf '{tau: 2}'
 """

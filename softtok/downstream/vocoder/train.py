@@ -6,11 +6,11 @@ and, at the end, ``model.pth``: the average of the ``keep_nbest`` checkpoints wi
 validation loss (the training set serves as validation set when none is given). Under
 ``torchrun --nproc_per_node N`` it trains data-parallel (:mod:`softtok.downstream.distributed`).
 
-    python -m softtok.downstream.vocoder.train --config conf/voc_mel.yaml \\
+    softtok voc train --config conf/voc_mel.yaml \\
         --feats dump/whisper/train/feats.scp --data-dir data/train \\
         --kmeans exp/kmeans_k128.npy --head hard --exp-dir exp/voc_mel_hard_k128
 
-Synthesis: ``python -m softtok.downstream.vocoder.mel`` (see :mod:`softtok.downstream.vocoder.mel`).
+Synthesis: ``softtok voc synthesize`` (see :mod:`softtok.downstream.vocoder.mel`).
 """
 
 from __future__ import annotations

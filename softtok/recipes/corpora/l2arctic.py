@@ -48,7 +48,7 @@ def prepare_l2arctic(corpus_dir: str | Path, out_dir: str | Path,
 
     Layout (v5.0): ``<SPK>/wav/arctic_a0001.wav`` + ``<SPK>/transcript/arctic_a0001.txt``; utterance ids are
     ``<SPK>_arctic_a0001``. The suitcase (spontaneous) part is not used. Per-L1 sets:
-    ``python -m softtok.recipes.sets split-attribute --file spk2l1``.
+    ``softtok sets split-attribute --file spk2l1``.
     """
     corpus = Path(corpus_dir).resolve()
     chosen = sorted(speakers) if speakers is not None else sorted(L2ARCTIC_SPEAKERS)

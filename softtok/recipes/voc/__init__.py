@@ -1,13 +1,13 @@
 """Python stages of the unit-vocoder recipes: τ sweep on dev, synthesis + evaluation of every set, results.
 
-    python -m softtok.recipes.voc speaker-ref --data data/train --out exp/speaker_ref.npy
-    python -m softtok.recipes.voc sweep-tau --exp-dir exp/voc_mel_hard_k128 --feats dump/whisper/dev/feats.scp \\
+    softtok voc speaker-ref --data data/train --out exp/speaker_ref.npy
+    softtok voc sweep-tau --exp-dir exp/voc_mel_hard_k128 --feats dump/whisper/dev/feats.scp \\
         --data data/dev
-    python -m softtok.recipes.voc reference --data data --id-sets test_id --ood-sets test_ood \\
+    softtok voc reference --data data --id-sets test_id --ood-sets test_ood \\
         --speaker-ref exp/speaker_ref.npy --out-dir exp/reference
-    python -m softtok.recipes.voc synth-eval --exp-dir exp/voc_mel_hard_k128 --dump dump/whisper --data data \\
+    softtok voc synth-eval --exp-dir exp/voc_mel_hard_k128 --dump dump/whisper --data data \\
         --id-sets test_id --ood-sets test_ood --speaker-ref exp/speaker_ref.npy
-    python -m softtok.recipes.voc results --exp exp --k 128 --id-sets test_id --ood-sets test_ood --out-dir .
+    softtok voc results --exp exp --k 128 --id-sets test_id --ood-sets test_ood --out-dir .
 
 τ is chosen on dev only: dev is synthesised with the hard head and with soft heads over a grid of τ (multiples
 of the median squared distance of dev frames to their nearest centroid); τ* has the lowest mean dev MCD (or

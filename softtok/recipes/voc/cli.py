@@ -1,4 +1,4 @@
-"""The command line of the unit-vocoder recipe stages (``python -m softtok.recipes.voc <stage>``)."""
+"""The command line of the unit-vocoder recipe stages (``softtok voc <stage>``; alias ``python -m softtok.recipes.voc``)."""
 
 from __future__ import annotations
 

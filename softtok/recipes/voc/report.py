@@ -137,7 +137,7 @@ def _sweep_lines(vocoder: str, sweep: Dict[str, Any]) -> List[str]:
 
 def results_markdown(results: Dict[str, Any], commands: str) -> str:
     """The RESULTS.md text, all from results.json: one table per set, the τ sweeps, training, figures."""
-    lines = ["# Results", "", f"{generated_by('softtok.recipes.voc')}. K = {results['K']}. Soft (τ*) uses the τ "
+    lines = ["# Results", "", f"{generated_by('softtok voc results')}. K = {results['K']}. Soft (τ*) uses the τ "
              "chosen on dev (never on a test set); soft − hard is a paired bootstrap over utterances (negative: "
              "soft lower). Speaker similarity is the Resemblyzer cosine to the target speaker's mean embedding "
              "(training utterances); the judge is Whisper tiny.en (CTranslate2, beam 5). ↓ lower is better, "
