@@ -234,6 +234,10 @@ GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {
     "voc": ("unit vocoders: training, synthesis, the τ sweep, evaluation, results", VOC_VERBS),
 }
 MODULE_VERBS: Dict[str, Verb] = {
+    "export": Verb("softtok.inference.cli", "pack a trained model into a bundle folder (all inference needs)", True),
+    "transcribe": Verb("softtok.inference.cli", "text of audio files with an ASR bundle: hard, soft or continuous",
+                       True),
+    "resynthesize": Verb("softtok.inference.cli", "16 kHz speech of audio files with a vocoder bundle", True),
     "sets": Verb("softtok.recipes.sets", "derived data dirs: speaker/age/accent splits, speed perturbation, noise"),
     "voc-data": Verb("softtok.recipes.voc_data", "vocoder data: piper joe, conversion source, LJSpeech, TIMIT"),
     "score": Verb("softtok.downstream.scoring", "WER/CER of a hyp text, or a paired bootstrap of two score dirs"),

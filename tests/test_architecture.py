@@ -16,9 +16,10 @@ ALLOWED: Dict[str, Set[str]] = {
     "downstream": {"common", "tokenizers", "downstream"},
     "reporting": {"common", "tokenizers", "reporting"},
     "analysis": {"common", "tokenizers", "downstream", "reporting", "analysis"},
-    "recipes": {"common", "tokenizers", "downstream", "reporting", "recipes"},
-    "cli": {"common", "tokenizers", "downstream", "reporting", "analysis", "recipes", "cli", "package"},
-    "package": {"package"},
+    "inference": {"common", "tokenizers", "downstream", "inference"},
+    "recipes": {"common", "tokenizers", "downstream", "reporting", "inference", "recipes"},
+    "cli": {"common", "tokenizers", "downstream", "reporting", "analysis", "inference", "recipes", "cli", "package"},
+    "package": {"package", "inference"},
 }
 
 

@@ -97,15 +97,31 @@ class ScpFeatures(ReadOnAccess):
         return mat
 
 
+class ArrayFeatures(ReadOnAccess):
+    """Features already in memory (utterance -> (T, Σ dims) float32), e.g. computed from audio at inference."""
+
+    def __init__(self, arrays: Dict[str, np.ndarray], dims: Sequence[int]):
+        self._memory = {u: np.asarray(a, dtype=np.float32) for u, a in arrays.items()}
+        self.num_frames = {u: int(len(a)) for u, a in self._memory.items()}
+        self.index, self.dims = self.num_frames, list(dims)
+
+    def __str__(self) -> str:
+        return f"{len(self)} utterances in memory"
+
+    def read(self, utt: str) -> np.ndarray:
+        return self._memory[utt]
+
+
 class TokenData:
-    """Utterances of one set: lazily read features (:class:`ScpFeatures`) and their frame counts, sorted by length.
+    """Utterances of one set: features (a feats.scp read on access, or :class:`ArrayFeatures`) and their frame
+    counts, sorted by length.
 
     ``max_frames`` drops longer utterances; ``preload`` reads the kept utterances' features at start.
     Subclasses add what the model is trained towards (transcripts, audio targets) and their ``collate``.
     """
 
-    def __init__(self, feats_scp: str, max_frames: Optional[int] = None, preload: bool = False):
-        self.feats = ScpFeatures(feats_scp)
+    def __init__(self, feats_scp: str | ReadOnAccess, max_frames: Optional[int] = None, preload: bool = False):
+        self.feats = ScpFeatures(feats_scp) if isinstance(feats_scp, str) else feats_scp
         self.source_dims, self.num_frames = self.feats.dims, self.feats.num_frames
         kept = [u for u in self.feats if not max_frames or self.num_frames[u] <= max_frames]
         self.utts = sorted(kept, key=self.num_frames.__getitem__)

@@ -7,6 +7,7 @@ complete, so an interrupted job leaves either the old file or no file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import struct
@@ -56,6 +57,20 @@ def load_yaml(path: os.PathLike | str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping")
     return data
+
+
+def sha256_of(path: os.PathLike | str) -> str:
+    """SHA-256 hex digest of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def save_npy(path: os.PathLike | str, array: np.ndarray) -> None:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from softtok.downstream.asr.model import IGNORE_ID, CharTokenizer
-from softtok.downstream.data import TokenData
+from softtok.downstream.data import ReadOnAccess, TokenData
 from softtok.downstream.scoring import normalize_text
 from softtok.tokenizers.heads import Head, TokenInput
 
@@ -18,8 +18,8 @@ Batch = Tuple[List[str], TokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
 class TokenASRData(TokenData):
     """Utterances of one set (features read on access, frame counts) with optional normalised transcripts."""
 
-    def __init__(self, feats_scp: str, text: Optional[Dict[str, str]] = None, max_frames: Optional[int] = None,
-                 preload: bool = False):
+    def __init__(self, feats_scp: str | ReadOnAccess, text: Optional[Dict[str, str]] = None,
+                 max_frames: Optional[int] = None, preload: bool = False):
         super().__init__(feats_scp, max_frames, preload)
         self.text = None
         if text is not None:

@@ -14,7 +14,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -48,7 +48,8 @@ class TokenASRInference:
 
     def __init__(self, exp_dir: str, head: str = "hard", head_conf: Optional[Dict[str, Any]] = None,
                  search: str = "greedy", beam_size: int = 10, ctc_weight: Optional[float] = None,
-                 checkpoint: str = "model.pth", device: str = "cpu"):
+                 checkpoint: str = "model.pth", device: str = "cpu", codebooks: Optional[List[Codebook]] = None):
+        """``codebooks`` (one per source) replace the ones the config names (a bundle's own copies)."""
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
         self.model, self.config, self.tokenizer = load_trained(exp_dir, checkpoint, device)
@@ -58,7 +59,9 @@ class TokenASRInference:
             raise ValueError(f"head {head!r} does not fit a {'discrete' if discrete else 'continuous'} model "
                              f"({exp_dir})")
         kmeans = self.config.get("kmeans")
-        self.codebooks = [Codebook.load(p) for p in split_list(kmeans)] if kmeans else None
+        if codebooks is None and kmeans:
+            codebooks = [Codebook.load(p) for p in split_list(kmeans)]
+        self.codebooks = codebooks if discrete else None
         self.source_dims = model_source_dims(self.config, self.codebooks)
         self.head = build_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
         self.search, self.beam_size = search, beam_size
@@ -86,24 +89,35 @@ class TokenASRInference:
                                vocab_size=model.vocab_size, sos=model.sos, eos=model.eos,
                                token_list=self.tokenizer.token_list, pre_beam_score_key="full").to(self.device).eval()
 
-    @torch.inference_mode()
+    def groups(self, data: TokenASRData, batch_frames: int = 20000) -> List[List[str]]:
+        """How a set is decoded: length-sorted batches of at most ``batch_frames`` frames (greedy), one by one (beam)."""
+        return data.batches(batch_frames) if self.search == "greedy" else [[u] for u in data.utts]
+
     def __call__(self, data: TokenASRData, groups: List[List[str]]) -> Dict[str, str]:
         """Hypotheses of every utterance in ``groups`` (batches for greedy, utterances for beam)."""
         hyps: Dict[str, str] = {}
         with logging_redirect_tqdm():
-            for group in tqdm(groups, desc=f"decode {self.head.settings()} {self.search}", unit="batch"):
-                utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
-                enc, enc_lens = self.model.encode(tokens, lengths)
-                if self.search == "greedy":
-                    best = self.model.ctc.argmax(enc)
-                    for i, utt in enumerate(utts):
-                        ids = torch.unique_consecutive(best[i, :enc_lens[i]]).tolist()
-                        hyps[utt] = self.tokenizer.decode([t for t in ids if t != 0])
-                else:
-                    for i, utt in enumerate(utts):
-                        nbest = self._beam(enc[i, :enc_lens[i]], maxlenratio=0.0, minlenratio=0.0)
-                        hyps[utt] = self.tokenizer.decode(nbest[0].yseq.tolist()) if nbest else ""
+            for batch in self.stream(data, tqdm(groups, desc=f"decode {self.head.settings()} {self.search}",
+                                                unit="batch")):
+                hyps.update(batch)
         return hyps
+
+    @torch.inference_mode()
+    def stream(self, data: TokenASRData, groups: Iterable[List[str]]) -> Iterator[Dict[str, str]]:
+        """The hypotheses of each group as soon as it is decoded."""
+        for group in groups:
+            utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
+            enc, enc_lens = self.model.encode(tokens, lengths)
+            if self.search == "greedy":
+                best = self.model.ctc.argmax(enc)
+                yield {utt: self.tokenizer.decode([t for t in torch.unique_consecutive(best[i, :enc_lens[i]]).tolist()
+                                                   if t != 0]) for i, utt in enumerate(utts)}
+            else:
+                yield {utt: self._beam_text(enc[i, :enc_lens[i]]) for i, utt in enumerate(utts)}
+
+    def _beam_text(self, enc: torch.Tensor) -> str:
+        nbest = self._beam(enc, maxlenratio=0.0, minlenratio=0.0)
+        return self.tokenizer.decode(nbest[0].yseq.tolist()) if nbest else ""
 
 
 def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, head: str = "hard",
@@ -115,7 +129,7 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
                                   device=device or default_device())
     inference.check_features(feats)
     data = TokenASRData(feats)
-    groups = data.batches(batch_frames) if search == "greedy" else [[u] for u in data.utts]
+    groups = inference.groups(data, batch_frames)
     t0 = time.perf_counter()
     hyps = inference(data, groups)
     seconds = time.perf_counter() - t0

@@ -49,7 +49,7 @@ from softtok.downstream.embedding import TokenEmbedding, rename_prefix
 from softtok.downstream.training import (EpochCheckpoints, cli_overrides, init_embedding, load_codebooks,
                                         load_run_config, optimizer_step)
 from softtok.downstream.vocoder import train as mel_train
-from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, add_synthesis_args, check_batched,
+from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, Render, add_synthesis_args, check_batched,
                                             inference_head, load_trained, synth_settings, synthesize_waves)
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
@@ -355,22 +355,32 @@ def _millions(model: nn.Module) -> float:
 # ----------------------------------------------------------------------------------------------- synthesis
 
 
+def load_renderer(exp_dir: str, device: str = "cpu",
+                  timers: Optional[Dict[str, float]] = None) -> Tuple[Render, Dict[str, Any]]:
+    """(render(tokens, lengths) -> 16 kHz wave of a batch of one, config) of a trained HiFi-GAN generator (weight
+    norm folded into the weights: same output, faster); ``timers`` adds up network seconds."""
+    model, config = load_trained(exp_dir, device=device, build=build_generator)
+    model.generator.remove_weight_norm()
+    timers = timers if timers is not None else {}
+
+    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            wave = model(tokens)[0]
+        timers["network_seconds"] = timers.get("network_seconds", 0.0) + time.perf_counter() - t1
+        return wave
+
+    return render, config
+
+
 def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
                head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None,
                device: str = "cpu") -> Dict[str, Any]:
     """Write ``<out_dir>/wav/<utt>.wav`` (16 kHz), ``wav.scp`` and ``synth.yaml`` for every utterance of ``feats``."""
     t0 = time.perf_counter()
-    model, config = load_trained(exp_dir, device=device, build=build_generator)
-    model.generator.remove_weight_norm()  # folds the weight norm into the weights: same output, faster
-    the_head = inference_head(config, head, head_conf, kmeans)
     timer = {"network_seconds": 0.0}
-
-    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
-        t1 = time.perf_counter()
-        wave = model(tokens)[0]
-        timer["network_seconds"] += time.perf_counter() - t1
-        return wave
-
+    render, config = load_renderer(exp_dir, device, timer)
+    the_head = inference_head(config, head, head_conf, kmeans)
     settings = {**synth_settings(exp_dir, config, feats, the_head, head_conf, kmeans), "vocoder": "hifigan",
                 "sample_rate": SAMPLE_RATE}
     summary = synthesize_waves(render, the_head, feats, out_dir, settings, device)

@@ -385,24 +385,37 @@ def synth_settings(exp_dir: str, config: Dict[str, Any], feats: str, head: Head,
             "kmeans": kmeans or config.get("kmeans"), "trained_head": config["head"]}
 
 
+Render = Callable[[TokenInput, torch.Tensor], torch.Tensor]
+
+
+def load_renderer(exp_dir: str, device: str = "cpu", n_iter: int = 32,
+                  timers: Optional[Dict[str, float]] = None) -> Tuple[Render, Dict[str, Any]]:
+    """(render(tokens, lengths) -> 16 kHz wave of a batch of one, config) of a trained mel vocoder + Griffin-Lim;
+    ``timers`` adds up network and Griffin-Lim seconds."""
+    model, config = load_trained(exp_dir, device=device)
+    timers = timers if timers is not None else {}
+
+    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            mel, _ = model(tokens, lengths)
+        t2 = time.perf_counter()
+        wave = griffin_lim(mel[0], n_iter=n_iter)
+        timers["network_seconds"] = timers.get("network_seconds", 0.0) + t2 - t1
+        timers["griffin_lim_seconds"] = timers.get("griffin_lim_seconds", 0.0) + time.perf_counter() - t2
+        return wave
+
+    return render, config
+
+
 def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
                head_conf: Optional[Dict[str, Any]] = None, kmeans: Optional[str] = None, n_iter: int = 32,
                device: str = "cpu") -> Dict[str, Any]:
     """Write ``<out_dir>/wav/<utt>.wav`` (16 kHz), ``wav.scp`` and ``synth.yaml`` for every utterance of ``feats``."""
     t0 = time.perf_counter()
-    model, config = load_trained(exp_dir, device=device)
-    the_head = inference_head(config, head, head_conf, kmeans)
     timers = {"network_seconds": 0.0, "griffin_lim_seconds": 0.0}
-
-    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
-        t1 = time.perf_counter()
-        mel, _ = model(tokens, lengths)
-        t2 = time.perf_counter()
-        wave = griffin_lim(mel[0], n_iter=n_iter)
-        timers["network_seconds"] += t2 - t1
-        timers["griffin_lim_seconds"] += time.perf_counter() - t2
-        return wave
-
+    render, config = load_renderer(exp_dir, device, n_iter, timers)
+    the_head = inference_head(config, head, head_conf, kmeans)
     settings = {**synth_settings(exp_dir, config, feats, the_head, head_conf, kmeans),
                 "griffin_lim": {"n_iter": n_iter, "momentum": 0.99, "mel_inverse": "pinv"}, "mel": MEL_SETTINGS}
     summary = synthesize_waves(render, the_head, feats, out_dir, settings, device)

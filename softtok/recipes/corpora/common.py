@@ -3,13 +3,13 @@ the NIST SPHERE check and file digests."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import soundfile as sf
 
 from softtok.recipes.corpora import CORPORA  # the registry itself imports no corpus module
 from softtok.tokenizers.datadir import DataError
+from softtok.tokenizers.fileio import sha256_of
 
 
 def require_corpus_path(path: Path, corpus: str) -> None:
@@ -48,8 +48,4 @@ def check_sphere(path: Path) -> "sf._SoundFileInfo":
 
 def sha256_file(path: Path) -> str:
     """SHA-256 hex digest of a file (a corpus archive against its module's ``CHECKSUMS``, a voice model)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
