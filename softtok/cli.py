@@ -102,33 +102,6 @@ def _run_learn_dmel(args) -> Dict:
                           per_channel_range=args.per_channel_range)
 
 
-def _add_dump_tokens(sub) -> None:
-    from softtok.tokenizers.heads import add_head_args
-
-    p = sub.add_parser("dump-tokens", help="features + codebook -> hard ids or soft assignments",
-                       description="hard: OUT_DIR/tokens.txt (utt id id ...); soft: OUT_DIR/tokens.{ark,scp} "
-                                   "with (T, K) probabilities, or (T, 2k) [ids | weights] with --top-k.")
-    p.add_argument("--feats", required=True)
-    p.add_argument("--kmeans", required=True, help="codebook .npy")
-    add_head_args(p)
-    p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
-    p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
-    p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
-    p.set_defaults(func=_run_dump_tokens)
-
-
-def _run_dump_tokens(args) -> Dict:
-    from softtok.tokenizers.heads import head_conf_of
-    from softtok.tokenizers.jobs import run_dump_tokens
-
-    if args.dedup and args.head != "hard":
-        raise ValueError("--dedup applies to hard tokens only (soft decoding needs one token per frame)")
-    return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, dedup_ids=args.dedup,
-                           head_conf=head_conf_of(args), nj=args.nj, shard=args.shard, merge=args.merge)
-
-
 def _add_prepare(sub) -> None:
     from softtok.recipes.corpora import CORPORA, downloads_text
 
@@ -175,8 +148,7 @@ def _run_subset_data(args) -> Dict:
     return {"utts": len(load_data_dir(out)), "output": str(out)}
 
 
-SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_learn_dmel,
-                               _add_dump_tokens]
+SUBCOMMANDS: List[Callable] = [_add_prepare, _add_subset_data, _add_dump_features, _add_learn_kmeans, _add_learn_dmel]
 
 from softtok.analysis.cli import SUBCOMMANDS as _ANALYSIS  # noqa: E402  (phone-text, align, analyze)
 
@@ -234,6 +206,7 @@ GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {
     "voc": ("unit vocoders: training, synthesis, the τ sweep, evaluation, results", VOC_VERBS),
 }
 MODULE_VERBS: Dict[str, Verb] = {
+    "dump-tokens": Verb("softtok.tokenizers.jobs", "features + codebook -> hard ids or soft assignments (token files)"),
     "export": Verb("softtok.inference.cli", "pack a trained model into a bundle folder (all inference needs)", True),
     "transcribe": Verb("softtok.inference.cli", "text of audio files with an ASR bundle: hard, soft or continuous",
                        True),

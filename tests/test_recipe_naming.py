@@ -44,7 +44,7 @@ def test_relative_command(tmp_path):
     words = ["/usr/bin/python3", "-m", "softtok.cli", "asr", "train", "--exp-dir", f"{tmp_path}/exp/a",
              f"--kmeans={tmp_path}/k1.npy,{tmp_path}/k2.npy", "--feats", f"rel/f.scp,{base}/f.scp", "{tau: 2}"]
     assert relative_command(words, str(base)) == ("python3 -m softtok.cli asr train --exp-dir ../../exp/a "
-                                                  "--kmeans=../../k1.npy,../../k2.npy --feats rel/f.scp,f.scp {tau: 2}")
+                                                  "--kmeans=../../k1.npy,../../k2.npy --feats rel/f.scp,f.scp '{tau: 2}'")
     assert relative_command([]) == ""
 
 
@@ -70,8 +70,8 @@ def test_stage_sh_records_commands_relative_to_the_recipe(tmp_path):
     lines = (tmp_path / "exp" / "commands.txt").read_text().splitlines()
     assert lines[0].startswith("# ") and lines[0].endswith(" egs/r/run.sh --exp_dir ../../exp")
     assert lines[1:] == ["echo ran --opt=../../data/a,../../data/b",
-                         f"{os.path.basename(sys.executable)} -c import sys; open(sys.argv[1], \"w\").write(sys.argv[1]) "
-                         "../../out dir/x.txt"]
+                         f"{os.path.basename(sys.executable)} -c 'import sys; open(sys.argv[1], \"w\").write(sys.argv[1])' "
+                         "'../../out dir/x.txt'"]
     assert str(tmp_path) not in "\n".join(lines)
 
 

@@ -6,25 +6,26 @@ save; load features + codebook → head → write tokens.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import default_device
+from softtok.common import default_device, run_job, setup_logging
 from softtok.tokenizers.dump_features import plan_shards, require_done, shard_slice
 from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_matrix,
                                        load_num_frames, load_yaml, read_scp_entries, save_yaml)
-from softtok.tokenizers.heads import TokenInput, build_head
-from softtok.tokenizers.streams import is_per_channel
+from softtok.tokenizers.heads import TokenInput, add_head_args, build_head, head_conf_of
 from softtok.tokenizers.kmeans import Codebook, check_options, learn_kmeans
+from softtok.tokenizers.streams import is_per_channel
 
 logger = logging.getLogger(__name__)
 
@@ -240,3 +241,36 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
 def _as_tensor(mat: np.ndarray, key: str, codebook: Codebook, device: str) -> torch.Tensor:
     codebook.check_features(mat, name=f"utterance {key!r}")
     return torch.from_numpy(np.array(mat, dtype=np.float32)).to(device)  # copy: kaldiio may memory-map
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """``softtok dump-tokens``: its head options come from the head registry."""
+    p = argparse.ArgumentParser(prog=prog or "python -m softtok.tokenizers.jobs",
+                                description="hard: OUT_DIR/tokens.txt (utt id id ...); soft: OUT_DIR/tokens.{ark,scp} "
+                                            "with (T, K) probabilities, or (T, 2k) [ids | weights] with --top-k.")
+    p.add_argument("--feats", required=True)
+    p.add_argument("--kmeans", required=True, help="codebook .npy")
+    add_head_args(p)
+    p.add_argument("--dedup", action="store_true", help="collapse repeated hard ids")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
+    p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
+    p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
+    return p
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging()
+
+    def job() -> Dict[str, Any]:
+        if args.dedup and args.head != "hard":
+            raise ValueError("--dedup applies to hard tokens only (soft decoding needs one token per frame)")
+        return run_dump_tokens(args.feats, args.kmeans, args.head, args.out_dir, dedup_ids=args.dedup,
+                               head_conf=head_conf_of(args), nj=args.nj, shard=args.shard, merge=args.merge)
+
+    return run_job("dump-tokens", job, logger)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
