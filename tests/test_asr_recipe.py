@@ -56,6 +56,10 @@ def check_dmel_smoke(root: Path) -> None:
     assert codebook["kind"] == "dmel" and codebook["per_channel"] and (codebook["n_clusters"], codebook["dim"]) == (16, 80)
     config = load_yaml(root / "exp_dmel" / "asr_hard_k16" / "config.yaml")
     assert config["n_tokens"] == [16] * 80 and config["kmeans"].endswith("dmel_fbank_k16.npy")
+    from softtok.inference.bundle import read_bundle
+
+    bundle = read_bundle(root / "exp_dmel" / "bundles" / "asr_hard_k16")  # stage 13 runs for dMel too
+    assert bundle.spec["sources"][0]["name"] == "fbank" and bundle.codebooks()[0].meta["per_channel"]
     results = json.loads((root / "results_dmel" / "results.json").read_text())
     assert list(results["K"]) == ["16"]
     for name in ("dev", "test", "test_noisy_0db", "fsdd", "fsdd_nonus"):
@@ -71,6 +75,19 @@ def check_dmel_smoke(root: Path) -> None:
 @needs_whisper
 def test_smoke_recipe_dmel(smoke_dmel):
     check_dmel_smoke(smoke_dmel)
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_exports_a_bundle_per_model(smoke):
+    from softtok.inference.bundle import read_bundle
+
+    for model in ("asr_hard_k16", "asr_hard_k32", "asr_soft_k16", "asr_continuous"):
+        spec = read_bundle(smoke / "exp" / "bundles" / model).spec
+        if model == "asr_continuous":
+            assert spec["head"] == {"name": "continuous"} and "codebook" not in spec["sources"][0]
+        else:
+            assert spec["head"]["tau"] == load_yaml(smoke / "exp" / model / "tau_sweep.yaml")["best"]["tau"]
 
 
 @needs_shared
@@ -177,7 +194,7 @@ def test_smoke_recipe_skips_done_stages(smoke):
     out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
                           "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 12
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 13
 
 
 @needs_shared

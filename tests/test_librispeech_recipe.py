@@ -113,7 +113,7 @@ def test_smoke_data_dirs(smoke):
 
 def test_smoke_recipe_skips_done_stages_and_needs_a_checkpoint(smoke):
     out = _run(smoke, smoke / "corpora", timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 10
     env = {**os.environ, "PYTHON": sys.executable}
     out = subprocess.run([str(RECIPE), "--smoke", "true"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "--checkpoint" in out.stderr

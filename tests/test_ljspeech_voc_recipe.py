@@ -67,7 +67,7 @@ def test_smoke_hifigan_recipe_results(smoke):
 @needs_vocoder
 def test_smoke_recipe_skips_done_stages(smoke):
     out = _run(smoke, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 8
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
 
 
 def test_ljspeech_dev_split(tmp_path):

@@ -104,9 +104,19 @@ def test_smoke_tau_is_chosen_on_dev_only(smoke):
 @needs_shared
 @needs_whisper
 @needs_vocoder
+def test_smoke_recipe_exports_bundles(smoke):
+    from softtok.inference.bundle import read_bundle
+
+    assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_hard_k16").spec["head"]["name"] == "soft"
+    assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_continuous").kind == "vocoder"
+
+
+@needs_shared
+@needs_whisper
+@needs_vocoder
 def test_smoke_recipe_skips_done_stages(smoke):
     out = _run(smoke, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 8
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 9
 
 
 # ----------------------------------------------------------------------------- stages without the extra

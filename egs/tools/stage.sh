@@ -27,6 +27,16 @@ run_stage() {
 }
 mark_done() { mkdir -p "$exp_dir/.done" && touch "$exp_dir/.done/stage$1"; }
 
+# export_bundles N MODEL...: stage N packs each trained model into $exp_dir/bundles/<model> (softtok export: all that
+# softtok transcribe / resynthesize / softtok.load need), the recipes' last stage.
+export_bundles() {
+  local n=$1 model; shift
+  if run_stage "$n" "export bundles: $*"; then
+    for model in "$@"; do log ${softtok:-softtok} export "$exp_dir/$model" --out-dir "$exp_dir/bundles/$model" --overwrite; done
+    mark_done "$n"
+  fi
+}
+
 # record CMD ARGS...: append the command to $cmds as RESULTS.md lists it: the program by its name, every absolute
 # path (also in --opt=PATH and comma lists) relative to the recipe folder (the cwd), so no machine path is kept.
 record() { "${py:-python}" -m softtok.recipes.naming relative-command -- "$@" >> "$cmds"; }

@@ -1,6 +1,6 @@
-# Stages 2-8 of the unit-vocoder recipes (egs/*/voc/run.sh), shared: features -> k-means on the target speaker's
+# Stages 2-9 of the unit-vocoder recipes (egs/*/voc/run.sh), shared: features -> k-means on the target speaker's
 # train -> vocoders on hard tokens and on continuous features -> speaker embedding -> τ sweep on dev -> synthesis and
-# evaluation of the ID (resynthesis) and OOD (conversion) sets -> results.json / RESULTS.md / spectrograms.
+# evaluation of the ID (resynthesis) and OOD (conversion) sets -> results.json / RESULTS.md / spectrograms -> bundles.
 # Source it from run.sh after stage.sh and the corpus's own data stage 1 (data/{train,dev,test_id,test_ood}), with:
 #   feature feature_opts   featurizer name and extra dump-features options (e.g. "--checkpoint C --layer 6")
 #   k vocoder train_conf tau_factors criterion nj train_nj
@@ -74,4 +74,5 @@ if run_stage 8 "results.json, RESULTS.md, spectrograms"; then
   log $voc results --exp $exp_dir --data $data --vocoders $vocoder --k $k $sets --commands $cmds --out-dir $results_dir
   mark_done 8
 fi
+export_bundles 9 $hard_model $cont_model
 echo "== done"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -66,17 +67,27 @@ def extract(model: Any, items: List[Any], out_dir: Path, failures: InputFailures
     return str(scp), windows
 
 
+def quiet_load(args: argparse.Namespace) -> Any:
+    """The bundle's model, with what its libraries print on import (espnet: flash-attention) sent to stderr, so
+    standard output holds only the results."""
+    from softtok.inference.model import load
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return load(args.bundle, args.device, args.checkpoint)
+
+
 def transcribe(args: argparse.Namespace) -> Dict[str, Any]:
     """Text of every input, written as each batch is decoded; WER/CER against ``--ref``."""
     from softtok.downstream.asr.data import TokenASRData
     from softtok.inference.inputs import collect_inputs
-    from softtok.inference.model import ASRModel, load
+    from softtok.inference.model import ASRModel
 
-    model = load(args.bundle, args.device, args.checkpoint)
+    model = quiet_load(args)
     if not isinstance(model, ASRModel):
         raise ValueError(f"{args.bundle}: a {model.bundle.kind} bundle; transcribe needs an ASR bundle (resynthesize?)")
     items = collect_inputs(args.inputs)
-    decoder = model.decoder(args.head, args.tau, args.tau_factor, args.top_k, args.search)
+    with contextlib.redirect_stdout(sys.stderr):  # espnet prints on building the encoder
+        decoder = model.decoder(args.head, args.tau, args.tau_factor, args.top_k, args.search)
     settings = {"head": decoder.head.name, "settings": decoder.head.settings(), "tau": decoder.head.tau,
                 "top_k": decoder.head.top_k, "search": args.search}
     failures, hyps = InputFailures(), {}
@@ -136,9 +147,9 @@ def score_against(ref_path: str, hyps: Dict[str, str]) -> Dict[str, Any]:
 def resynthesize(args: argparse.Namespace) -> Dict[str, Any]:
     """``OUT_DIR/wav/<key>.wav`` (16 kHz) of every input through the head and the vocoder, and ``wav.scp``."""
     from softtok.inference.inputs import collect_inputs
-    from softtok.inference.model import VocoderModel, load
+    from softtok.inference.model import VocoderModel
 
-    model = load(args.bundle, args.device, args.checkpoint)
+    model = quiet_load(args)
     if not isinstance(model, VocoderModel):
         raise ValueError(f"{args.bundle}: a {model.bundle.kind} bundle; resynthesize needs a vocoder bundle")
     items = collect_inputs(args.inputs)

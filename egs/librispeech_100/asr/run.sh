@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=9
+stop_stage=10
 corpus_root=/path/to/corpora            # default parent of the corpus folders below
 librispeech=                            # LibriSpeech/ (default $corpus_root/LibriSpeech)
 tedlium=                                # TEDLIUM_release2/
@@ -84,4 +84,6 @@ if run_stage 9 "RankMe of every $feature layer on $dev_set (RANKME.md)"; then
   rankme_layers $dev_set --checkpoint "$checkpoint" --max-utts $rankme_utts
   mark_done 9
 fi
+# shellcheck disable=SC2086
+export_bundles 10 $discrete_models asr_continuous
 echo "== done"

@@ -2,13 +2,13 @@
 # LJSpeech unit HiFi-GAN: one target speaker (LJ, LJSpeech-1.1), k-means tokens -> HiFi-GAN (or mel) vocoder trained
 # on hard tokens and a continuous-feature vocoder; synthesis with hard / soft(τ from LJ dev) / continuous inputs:
 # resynthesis of held-out LJ (test_id) and any-to-one conversion of TIMIT TEST speech into LJ's voice (test_ood).
-# Stage 1 here; stages 2-8 are egs/tools/voc_stages.sh (shared with egs/piper_joe/voc). Finished stages are skipped.
+# Stage 1 here; stages 2-9 are egs/tools/voc_stages.sh (shared with egs/piper_joe/voc). Finished stages are skipped.
 # conf/ is egs/piper_joe/voc/conf (the same vocoder configs).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=8
+stop_stage=9
 ljspeech=/path/to/LJSpeech-1.1        # metadata.csv + wavs/
 timit=/path/to/TIMIT                  # TEST/DR1..DR8/<SPK>/<UTT>.WAV + .TXT
 feature=whisper                       # or hubert / wavlm with --checkpoint and --layer
@@ -47,4 +47,4 @@ if run_stage 1 "data: LJSpeech train/dev/test_id, TIMIT TEST test_ood"; then
   mark_done 1
 fi
 
-. ../../tools/voc_stages.sh   # stages 2-8: features, k-means, vocoders, τ sweep, synthesis + evaluation, results
+. ../../tools/voc_stages.sh   # stages 2-9: features, k-means, vocoders, τ sweep, synthesis + evaluation, results, bundles

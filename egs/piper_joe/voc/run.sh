@@ -3,13 +3,13 @@
 # whisper k-means tokens -> mel vocoder (+ Griffin-Lim) trained on hard tokens, and a continuous-feature vocoder;
 # synthesis with hard / soft(τ from joe dev) / continuous inputs: resynthesis of held-out joe (test_id) and
 # any-to-one conversion of real speechocean762 test speech into joe's voice (test_ood).
-# Every stage is one Python call per set or model; finished stages are skipped (exp_dir/.done/stageN). Stages 2-8
+# Every stage is one Python call per set or model; finished stages are skipped (exp_dir/.done/stageN). Stages 2-9
 # are egs/tools/voc_stages.sh, shared with egs/ljspeech/voc.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=8
+stop_stage=9
 data_root=../../../../shared/data      # holds speechocean762/ (sentences for piper, conversion source)
 feature=whisper
 k=128                                  # k-means codebook size
@@ -47,4 +47,4 @@ if run_stage 1 "data: piper joe train/dev/test_id, speechocean762 test_ood"; the
   mark_done 1
 fi
 
-. ../../tools/voc_stages.sh   # stages 2-8: features, k-means, vocoders, τ sweep, synthesis + evaluation, results
+. ../../tools/voc_stages.sh   # stages 2-9: features, k-means, vocoders, τ sweep, synthesis + evaluation, results, bundles

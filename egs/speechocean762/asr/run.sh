@@ -3,12 +3,13 @@
 # in domain (test, adults/children) and out of domain (babble noise at 10/0 dB, accented FSDD digits).
 # Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN). Stages 3-8 are
 # egs/tools/asr_stages.sh, shared with egs/librispeech_100/asr; 9-11: phone analysis (ANALYSIS.md); 12: RankMe of
-# every encoder layer on dev (RANKME.md; an unsupervised layer probe, as librispeech_100's stage 9).
+# every encoder layer on dev (RANKME.md; an unsupervised layer probe, as librispeech_100's stage 9); 13: one bundle
+# per model in exp/bundles/ (softtok transcribe / softtok.load).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=12
+stop_stage=13
 data_root=../../../../shared/data      # holds speechocean762/ and fsdd/ (download: softtok prepare --help)
 feature=whisper                        # or mfcc (or hubert/wavlm/wav2vec2 with --checkpoint/--layer)
 tokenizer=kmeans                       # kmeans | dmel (each fbank log-mel channel binned: ks = bins per channel)
@@ -75,10 +76,9 @@ subsets="test:adults=test_adults test:children=test_children fsdd:us=fsdd_us fsd
 . ../../tools/asr_stages.sh   # stages 3-8: features, k-means, training, τ sweep, decoding, results
 
 resource=$data_root/speechocean762/resource
-if [ "$tokenizer" = dmel ] && [ "$stop_stage" -ge 9 ]; then  # the phone analysis measures k-means tokens
-  echo "== stages 9-12: skipped with --tokenizer dmel"; stop_stage=8
-fi
-if run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
+analysis=true   # stages 9-12 measure k-means tokens: not for dMel
+if [ "$tokenizer" = dmel ] && [ "$stop_stage" -ge 9 ]; then echo "== stages 9-12: skipped with --tokenizer dmel"; analysis=false; fi
+if $analysis && run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
   for set in train_sp dev $align_sets; do
     log $softtok phone-text --text $data/$set/text --text-phone $resource/text-phone --lexicon $resource/lexicon.txt \
       --out $data/$set/text_phone
@@ -89,7 +89,7 @@ if run_stage 9 "phone transcripts; phone CTC model on continuous features"; then
   mark_done 9
 fi
 
-if run_stage 10 "frame phone labels by CTC forced alignment ($align_sets); phone error rate"; then
+if $analysis && run_stage 10 "frame phone labels by CTC forced alignment ($align_sets); phone error rate"; then
   for set in $align_sets; do
     log $softtok align --exp-dir $exp_dir/phone_ctc --feats $feats/$set/feats.scp --phone-text $data/$set/text_phone \
       --out-dir $exp_dir/align/$set
@@ -99,7 +99,7 @@ if run_stage 10 "frame phone labels by CTC forced alignment ($align_sets); phone
   mark_done 10
 fi
 
-if run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)"; then
+if $analysis && run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)"; then
   # shellcheck disable=SC2086
   log $softtok analyze tokens --feats $feats/$analysis_set/feats.scp --labels $exp_dir/align/$analysis_set/phones.txt \
     --models $(for k in $ks; do echo $exp_dir/asr_hard_k$k; done) --continuous-model $exp_dir/asr_continuous \
@@ -107,8 +107,10 @@ if run_stage 11 "analysis: phone separability, RankMe, purity/PNMI (ANALYSIS.md)
   mark_done 11
 fi
 
-if run_stage 12 "RankMe of every $feature encoder layer on $dev_set (RANKME.md)"; then
+if $analysis && run_stage 12 "RankMe of every $feature encoder layer on $dev_set (RANKME.md)"; then
   rankme_layers $dev_set --max-utts $rankme_utts
   mark_done 12
 fi
+# shellcheck disable=SC2086
+export_bundles 13 $discrete_models asr_continuous
 echo "== done"
