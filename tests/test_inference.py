@@ -193,3 +193,28 @@ def test_resynthesize_with_a_vocoder_bundle(trained, tmp_path):
     hard = model.resynthesize([wave], 16000, head="hard")[0]
     cold = model.resynthesize([wave], 16000, head="soft", tau=1e-12)[0]
     assert np.array_equal(hard, cold)
+
+
+def test_two_source_bundle_transcribes_as_the_recipe_decodes(trained, tmp_path):
+    """Multi-stream bundles work alike: whisper layers 3 and 4 as two sources, one codebook each."""
+    root = trained["root"]
+    l3 = {name: dump_features(str(trained["data"][name]), "whisper", str(tmp_path / "l3" / name), layer=3)["output"]
+          for name in ("train", "test")}
+    run_learn_kmeans(l3["train"], 8, "faiss", str(tmp_path / "km_l3.npy"))
+    two = {name: f"{l3[name]},{trained['feats'][name]}" for name in ("train", "test")}
+    kmeans = f"{tmp_path / 'km_l3.npy'},{root / 'km8.npy'}"
+    train(str(root / "asr.yaml"), two["train"], trained["text"]["train"], two["test"], trained["text"]["test"],
+          str(tmp_path / "asr2"), "hard", kmeans, device="cpu")
+    export_bundle(str(tmp_path / "asr2"), str(tmp_path / "b2"))
+    spec = read_bundle(tmp_path / "b2").spec
+    assert [s.get("layer") for s in spec["sources"]] == [3, None] and spec["head"] == {"name": "hard"}
+    decode(str(tmp_path / "asr2"), two["test"], str(tmp_path / "recipe"), None, "soft", {"tau": [5.0, 50.0]},
+           device="cpu")
+    assert main(["transcribe", str(tmp_path / "b2"), str(trained["data"]["test"]), "--head", "soft",
+                 "--device", "cpu", "--out", str(tmp_path / "hyp")]) == 1  # no τ* in a bundle without a sweep
+    model = softtok.load(tmp_path / "b2", device="cpu")
+    hyps = {}
+    feats = {i.key: model.features(i.read(), 16000, i.key) for i in collect_inputs([str(trained["data"]["test"])])}
+    for batch in model.decode_features(feats, head="soft", tau=[5.0, 50.0]):
+        hyps.update(batch)
+    assert hyps == read_kaldi_map(tmp_path / "recipe" / "hyp")
