@@ -3,6 +3,10 @@ matrix, and refuses a τ so small that its logits would overflow."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +19,7 @@ from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
 
 DIM = 32  # embedding width d
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "fused_embedding.py"
 
 
 def clustered(k: int, dim: int, frames: int, seed: int = 0):
@@ -134,3 +139,17 @@ def test_bad_input_is_one_line():
     dmel = Codebook(np.random.rand(16, 8).astype(np.float32), {"per_channel": True})
     with pytest.raises(ValueError, match="per-channel codebook of 8 channels is 8 streams; it takes one"):
         emb.soft_from_features(feats, dmel, 1.0)
+
+
+def test_bench_writes_its_report(tmp_path):
+    """bench/fused_embedding.py at toy sizes: one case per path, the JSON and the markdown with a conclusion."""
+    spec = importlib.util.spec_from_file_location("fused_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--ks", "32", "--dims", "8", "--threads", "1", "--frames", "50", "--table-dim", "4", "--repeats", "1",
+                "--out-dir", str(tmp_path)])
+    result = json.loads((tmp_path / "fused_embedding.json").read_text())
+    assert [c["path"] for c in result["cases"]] == ["two_step", "fused"]
+    assert result["cases"][1]["max_abs_diff_vs_two_step"] <= 1e-5
+    text = (tmp_path / "FUSED_EMBEDDING.md").read_text()
+    assert "| 32 | 8 | 1 |" in text and "## Conclusion" in text
