@@ -147,9 +147,9 @@ def test_bench_writes_its_report(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.main(["--ks", "32", "--dims", "8", "--threads", "1", "--frames", "50", "--table-dim", "4", "--repeats", "1",
-                "--out-dir", str(tmp_path)])
+                "--retries", "0", "--out-dir", str(tmp_path)])
     result = json.loads((tmp_path / "fused_embedding.json").read_text())
     assert [c["path"] for c in result["cases"]] == ["two_step", "fused"]
     assert result["cases"][1]["max_abs_diff_vs_two_step"] <= 1e-5
     text = (tmp_path / "FUSED_EMBEDDING.md").read_text()
-    assert "| 32 | 8 | 1 |" in text and "## Conclusion" in text
+    assert "| 32 | 8 | 1 |" in text and "## Conclusion" in text and "rerun up to 0 times" in text
