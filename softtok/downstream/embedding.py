@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from softtok.downstream.fused import Centroids, fused_soft_embedding
 from softtok.tokenizers.heads import TokenInput
 
 Sizes = Union[int, Sequence[int], None]
@@ -80,6 +81,17 @@ class TokenEmbedding(nn.Module):
         if len(self.tables) == 1:
             return self._one_stream(tokens)
         return self._stacked(tokens)
+
+    def soft_from_features(self, feats: torch.Tensor, centroids: Centroids, tau: float) -> torch.Tensor:
+        """Dense soft embedding of features (…, T, D) straight from one stream's codebook: (…, T, d).
+
+        Equal to the soft head (``tau``) then ``forward`` on its probabilities, in one fused attention call
+        that never builds the (T, K) matrix (:func:`~softtok.downstream.fused.fused_soft_embedding`).
+        """
+        if self.kind != "discrete" or self.n_streams != 1:
+            raise ValueError(f"soft_from_features needs a discrete TokenEmbedding of one stream, this one is "
+                             f"{self.kind} with {self.n_streams} streams")
+        return fused_soft_embedding(feats, centroids, tau, self.tables[0].weight)
 
     def _check(self, tokens: TokenInput) -> None:
         """One-line errors for input this model cannot take: kind, stream count, K, ids, feature dim."""
