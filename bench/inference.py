@@ -137,7 +137,9 @@ def make_long_recording(data_dir: str, seconds: float, out: Path) -> Dict[str, A
     if total < seconds * SAMPLE_RATE:
         raise ValueError(f"{data_dir}: only {total / SAMPLE_RATE:.0f} s of audio, {seconds:g} s asked")
     write_audio(out, torch.cat(parts).numpy(), SAMPLE_RATE)
-    return {"path": str(out), "seconds": round(total / SAMPLE_RATE, 2), "utterances": used, "source": data_dir}
+    info = {"path": str(out), "seconds": round(total / SAMPLE_RATE, 3), "utterances": used, "source": data_dir}
+    out.with_suffix(".json").write_text(json.dumps(info) + "\n")  # what a later run reusing it records
+    return info
 
 
 def read_windows(items: Sequence[Any], max_frames: int, clock: StageClock) -> Dict[str, torch.Tensor]:
@@ -433,8 +435,10 @@ def input_sets(args: argparse.Namespace) -> Tuple[Dict[str, List[Any]], Optional
     if not args.long_seconds:
         return sets, None
     path = Path(args.long_audio or Path(args.work_dir) / f"long_{args.long_seconds:g}s.wav")
-    long = {"path": str(path), "made_now": False}
-    if not path.is_file():
+    if path.is_file():
+        sidecar = path.with_suffix(".json")
+        long = {**(json.loads(sidecar.read_text()) if sidecar.is_file() else {"path": str(path)}), "made_now": False}
+    else:
         long = {**make_long_recording(args.data_dir, args.long_seconds, path), "made_now": True}
     sets["long"] = collect_inputs([str(path)])
     return sets, long

@@ -77,6 +77,16 @@ def models_table(record: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def long_line(long: Optional[Dict[str, Any]]) -> List[str]:
+    """The setup line that says what the long recording is."""
+    if not long:
+        return []
+    made = (f"the first {long['utterances']} utterances of `{long['source']}` in order, concatenated "
+            f"({long['seconds']:g} s)" if "utterances" in long else "")
+    return [f"- Long recording: `{long['path']}`, one 16 kHz 16-bit WAV file: {made or 'given by --long-audio'}; "
+            "cut into windows by `split_windows` as transcribe cuts it."]
+
+
 def markdown(record: Dict[str, Any]) -> str:
     """INFERENCE.md from the record: setup, commands, per-stage tables, verdicts."""
     m, a = record["machine"], record["args"]
@@ -101,7 +111,8 @@ def markdown(record: Dict[str, Any]) -> str:
              "(`TokenASR.encode`: token embedding in brackets, then the encoder), search (greedy CTC: argmax, "
              "collapse, characters). read and features do not depend on the head and run once per repeat; a head's "
              "end to end is the sum of the five stages in one repeat.",
-             f"- Batches of at most {a['batch_frames']} padded frames (transcribe's default).", "",
+             f"- Batches of at most {a['batch_frames']} padded frames (transcribe's default).",
+             *long_line(record.get("long_recording")), "",
              *models_table(record), "", "## Commands", "", "```bash", *record["commands"], "```", "",
              "## Results", ""]
     for name, res in record["sets"].items():

@@ -69,6 +69,7 @@ def test_bench_times_every_stage_of_every_head(bundle):
     assert set(record["sets"]) == {"test", "long"} and record["machine"]["torch_threads"] == 1
     assert record["sets"]["test"]["inputs"] == 3
     assert record["sets"]["long"]["windows"] > 1 and record["long_recording"]["seconds"] >= 12
+    assert json.loads((root / "work" / "long_12s.json").read_text())["utterances"] > 1  # recorded on reuse
     for res in record["sets"].values():
         heads = res["models"]["tiny"]["heads"]
         assert set(heads) == {"hard", "soft", "soft_topk"}
