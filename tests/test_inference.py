@@ -136,6 +136,25 @@ def test_long_audio_is_cut_at_pauses_and_joined(trained, tmp_path):
     assert model.transcribe([long], sample_rate=16000)[0] == " ".join(t for t in texts if t)
 
 
+def test_inputs_as_a_user_names_them(trained, tmp_path, monkeypatch):
+    """Relative file and folder paths, a wav.scp with relative entries, and a folder of mixed formats."""
+    source = Path(collect_inputs([str(trained["data"]["test"])])[0].source)
+    wave, sr = sf.read(source, dtype="float32")
+    write_wave(tmp_path / "clips" / "sub dir" / "a b.flac", wave, sr)
+    write_wave(tmp_path / "clips" / "c.wav", wave[: sr], sr)
+    (tmp_path / "clips" / "notes.txt").write_text("not audio, not picked up")
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "wav.scp").write_text("k1 ../clips/c.wav\n")
+    monkeypatch.chdir(tmp_path)
+    items = collect_inputs(["clips/c.wav", "list/wav.scp"])
+    assert [i.key for i in items] == ["c", "k1"] and all(Path(i.source).is_file() for i in items)
+    assert [i.key for i in collect_inputs(["clips"])] == ["c", "sub_dir/a_b"]
+    model = softtok.load(trained["root"] / "b_asr", device="cpu")
+    assert len(model.transcribe(["clips/c.wav", "clips/sub dir/a b.flac"])) == 2
+    with pytest.raises(Exception, match="key 'c' comes twice"):
+        collect_inputs(["clips/c.wav", "clips/c.wav"])
+
+
 def test_bad_inputs_are_named_and_the_rest_transcribed(trained, tmp_path, caplog):
     good = collect_inputs([str(trained["data"]["test"])])[0].source
     (tmp_path / "notes.wav").write_text("not audio")

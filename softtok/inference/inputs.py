@@ -68,4 +68,6 @@ def collect_inputs(inputs: Sequence[str]) -> List[AudioItem]:
 
 
 def _one_file(path: Path, key: str) -> AudioItem:
+    """An audio file as a one-entry map (its absolute path: a relative one would be read against its own folder)."""
+    path = path.resolve()
     return AudioItem(key, DataDir(path=path.parent, wav_scp={key: str(path)}, segments=None))
