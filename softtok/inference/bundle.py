@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1
 SPEC_FILE = "softtok.yaml"
-DUMP_KEYS = ("data_dir", "num_utts", "num_frames", "nshard")  # feats.yaml entries about one dump, not the features
-FEATURE_KEYS = ("feature", "dim", "frame_rate", "checkpoint", "layer")
 
 
 class BundleError(ValueError):
@@ -45,7 +43,7 @@ def model_kind(config: Dict[str, Any]) -> str:
 
 def featurizer_entry(feats_scp: str) -> Dict[str, Any]:
     """The featurizer of one source as the bundle records it: name, layer, options, checkpoint (path, sha256)."""
-    spec = {k: v for k, v in feature_spec_of(feats_scp).items() if k not in DUMP_KEYS}
+    spec = dict(feature_spec_of(feats_scp))  # the feats.yaml less the dump's counts
     if not spec.get("feature"):
         raise BundleError(f"{feats_scp}: no feats.yaml beside it to say which features the model was trained on")
     checkpoint = spec.pop("checkpoint", None)

@@ -46,22 +46,18 @@ class InputFailures:
 
 def extract(model: Any, items: List[Any], out_dir: Path, failures: InputFailures) -> Tuple[str, Dict[str, List[str]]]:
     """Features of every readable input into ``out_dir/feats.scp`` (one entry per window), and each key's windows."""
-    from softtok.inference.model import split_windows
-
     windows: Dict[str, List[str]] = {}
     scp = out_dir / "feats.scp"
     with ArkScpWriter(out_dir / "feats.ark", scp) as writer, logging_redirect_tqdm():
         for item in tqdm(items, desc="features", unit="utt"):
             try:
-                parts = split_windows(item.read(TARGET_SAMPLE_RATE), model.max_frames)
-                feats = [model.features(p, TARGET_SAMPLE_RATE, item.key) for p in parts]
+                parts = model.window_features(item.read(TARGET_SAMPLE_RATE), item.key)
             except (DataError, ValueError, RuntimeError) as exc:
                 failures.add(item.key, item.source, exc)
                 continue
-            keys = [item.key] if len(parts) == 1 else [f"{item.key}#{j:03d}" for j in range(len(parts))]
-            for key, mat in zip(keys, feats):
+            for key, mat in parts.items():
                 writer.write(key, mat)
-            windows[item.key] = keys
+            windows[item.key] = list(parts)
     if windows:
         write_num_frames(scp)
     return str(scp), windows
@@ -159,8 +155,7 @@ def resynthesize(args: argparse.Namespace) -> Dict[str, Any]:
     with logging_redirect_tqdm():
         for item in tqdm(items, desc=f"resynthesize {head.settings()}", unit="utt"):
             try:
-                wave = model.resynthesize([item.read(TARGET_SAMPLE_RATE)], TARGET_SAMPLE_RATE, args.head, args.tau,
-                                          args.tau_factor, args.top_k)[0]
+                wave = model.wave_of(item.read(TARGET_SAMPLE_RATE), head, TARGET_SAMPLE_RATE, item.key)
             except (DataError, ValueError, RuntimeError) as exc:
                 failures.add(item.key, item.source, exc)
                 continue

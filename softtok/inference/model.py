@@ -143,6 +143,13 @@ class ASRModel(SoftTokenModel):
                                                     codebooks=codebooks)
         return self._decoders[key]
 
+    def window_features(self, wave: torch.Tensor, key: str) -> Dict[str, np.ndarray]:
+        """Features of a 16 kHz wave cut into windows (:func:`split_windows`), in order: ``{key: feats}`` for one
+        window, ``{key#000: ..., key#001: ...}`` for several."""
+        parts = split_windows(wave, self.max_frames)
+        keys = [key] if len(parts) == 1 else [f"{key}#{j:03d}" for j in range(len(parts))]
+        return {k: self.features(part, TARGET_SAMPLE_RATE, key) for k, part in zip(keys, parts)}
+
     def decode_features(self, feats: Dict[str, np.ndarray], head: Optional[str] = None, tau: Optional[Tau] = None,
                         tau_factor: Optional[float] = None, top_k: Optional[int] = None, search: str = "greedy",
                         batch_frames: int = 20000) -> Iterator[Dict[str, str]]:
@@ -158,11 +165,9 @@ class ASRModel(SoftTokenModel):
         feats: Dict[str, np.ndarray] = {}
         windows: List[List[str]] = []
         for i, wave in enumerate(inputs):
-            keys = []
-            for j, part in enumerate(split_windows(read_wave(wave, sample_rate, f"input {i}"), self.max_frames)):
-                keys.append(f"{i:08d}-{j:04d}")
-                feats[keys[-1]] = self.features(part, TARGET_SAMPLE_RATE, f"input {i}")
-            windows.append(keys)
+            parts = self.window_features(read_wave(wave, sample_rate, f"input {i}"), f"{i:08d}")
+            feats.update(parts)
+            windows.append(list(parts))
         hyps: Dict[str, str] = {}
         for batch in self.decode_features(feats, head, tau, tau_factor, top_k, search):
             hyps.update(batch)
@@ -183,12 +188,13 @@ class VocoderModel(SoftTokenModel):
                      top_k: Optional[int] = None) -> List[np.ndarray]:
         """16 kHz float32 waves of each input through the head and the vocoder."""
         the_head = self.head(head, tau, tau_factor, top_k)
-        waves = []
-        for i, wave in enumerate(inputs):
-            feats = torch.from_numpy(self.features(wave, sample_rate, f"input {i}")).to(self.device)
-            tokens, lengths = pad_token_inputs([the_head(feats)])
-            waves.append(self.render(tokens, lengths.to(self.device)).detach().cpu().numpy())
-        return waves
+        return [self.wave_of(wave, the_head, sample_rate, f"input {i}") for i, wave in enumerate(inputs)]
+
+    def wave_of(self, wave: Audio, head: Head, sample_rate: Optional[int] = None, key: str = "input") -> np.ndarray:
+        """One input through a built head and the vocoder: a 16 kHz float32 wave."""
+        feats = torch.from_numpy(self.features(wave, sample_rate, key)).to(self.device)
+        tokens, lengths = pad_token_inputs([head(feats)])
+        return self.render(tokens, lengths.to(self.device)).detach().cpu().numpy()
 
 
 def split_windows(wave: torch.Tensor, max_frames: int, frame_rate: float = 50.0,

@@ -23,7 +23,7 @@ from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
 from softtok.reporting import (commands_section, generated_by, pyplot, read_commands, save_figure,
                                 training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
-from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import run_dir_name
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import SEP, split_list
