@@ -18,14 +18,9 @@ from torch import nn
 
 from softtok.downstream.fused import Centroids, fused_soft_embedding
 from softtok.tokenizers.heads import TokenInput
+from softtok.tokenizers.tau import as_list
 
 Sizes = Union[int, Sequence[int], None]
-
-
-def _as_list(sizes: Sizes) -> Optional[List[int]]:
-    if sizes is None:
-        return None
-    return [int(s) for s in sizes] if isinstance(sizes, (list, tuple)) else [int(sizes)]
 
 
 class TokenEmbedding(nn.Module):
@@ -38,7 +33,7 @@ class TokenEmbedding(nn.Module):
         super().__init__()
         if (n_tokens is None) == (feat_dim is None):
             raise ValueError("TokenEmbedding needs exactly one of n_tokens (discrete) or feat_dim (continuous)")
-        self.sizes, self.feat_dims, self.dim = _as_list(n_tokens), _as_list(feat_dim), dim
+        self.sizes, self.feat_dims, self.dim = as_list(n_tokens), as_list(feat_dim), dim
         self.tables = nn.ModuleList(nn.Embedding(k, dim) for k in self.sizes or [])
         self.linears = nn.ModuleList(nn.Linear(d, dim) for d in self.feat_dims or [])
 

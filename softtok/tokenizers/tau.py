@@ -79,6 +79,14 @@ def one_or_list(values: Sequence[Any]) -> Any:
     return values[0] if len(values) == 1 else list(values)
 
 
+def as_list(value: Any) -> Optional[List[int]]:
+    """The inverse of :func:`one_or_list` for sizes: an int, or one per source or stream, as a list of ints (None
+    stays None)."""
+    if value is None:
+        return None
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
 def taus_of(factor: float, scales: Sequence[float]) -> Tau:
     """τ of every source for one factor: a float for one source, a list for several."""
     return one_or_list([tau_of(factor, s) for s in scales])

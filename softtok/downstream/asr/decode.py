@@ -30,6 +30,7 @@ from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.heads import add_head_args, build_head, head_conf_of
 from softtok.tokenizers.streams import split_list
+from softtok.tokenizers.tau import as_list
 
 logger = logging.getLogger(__name__)
 SEARCHES = ("greedy", "beam")
@@ -39,8 +40,7 @@ def model_source_dims(config: Dict[str, Any], codebooks: Optional[List[Codebook]
     """The feature dim of each source a trained model reads (its codebooks', or its continuous input sizes)."""
     if codebooks:
         return [cb.dim for cb in codebooks]
-    feat_dim = config.get("feat_dim")
-    return list(feat_dim) if isinstance(feat_dim, list) else [feat_dim]
+    return as_list(config.get("feat_dim"))
 
 
 class TokenASRInference:

@@ -47,6 +47,7 @@ from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, add_head_args, build_head, input_sizes
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
+from softtok.tokenizers.tau import as_list
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
         raise ValueError(f"model was trained with head {config['head']!r} "
                          f"({'tokens' if discrete else 'continuous features'}); it cannot take head {head!r}")
     if not discrete:
-        return build_head(head, None, _as_list(config.get("feat_dim")), **(head_conf or {}))
+        return build_head(head, None, as_list(config.get("feat_dim")), **(head_conf or {}))
     paths = split_list(kmeans or config.get("kmeans"))
     if not paths:
         raise ValueError("a token model needs its k-means codebook (--kmeans)")
@@ -341,10 +342,6 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     if n_tokens != config["n_tokens"]:
         raise ValueError(f"codebook {','.join(paths)} has K={n_tokens}, model has K={config['n_tokens']}")
     return the_head
-
-
-def _as_list(value: Any) -> Optional[List[int]]:
-    return None if value is None else (list(value) if isinstance(value, list) else [value])
 
 
 def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor], head: Head, feats: str,
