@@ -8,7 +8,9 @@ The stages are the ones ``softtok transcribe`` runs (``softtok.inference.cli.ext
 - features: the bundle's featurizer (``ASRModel.features``), one window at a time;
 - head: the head on each utterance's features and the padding into a batch (``TokenData.tokens``; sub-stage
   ``head.call``: the head alone);
-- model: ``TokenASR.encode``, token embedding (sub-stage ``model.embed``) and encoder;
+- model: ``TokenASR.encode``, token embedding (sub-stage ``model.embed``) and encoder; for the fused dense soft
+  embedding (``soft`` on CPU) ``TokenASR.encode_soft_features``, whose ``model.embed`` is the soft assignment and
+  the embedding in one call, while its head stage only pads the features;
 - search: the rest of ``stream``: CTC argmax, collapse, characters (greedy).
 
 Each stage is timed with ``time.perf_counter`` by wrapping the bound method on this run's instances (CUDA
@@ -51,7 +53,10 @@ logger = logging.getLogger("bench.inference")
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SAMPLE_RATE = 16000
-HEADS = {"hard": ("hard", None), "soft": ("soft", None), "soft_topk": ("soft", "top_k")}
+# decoder settings per bench head; soft is what transcribe runs (fused on CPU), soft_twostep the soft head then
+# TokenEmbedding (what it ran before the fused call), soft_topk the top-k head (its k from --top-k)
+HEADS = {"hard": {"head": "hard"}, "soft": {"head": "soft"}, "soft_twostep": {"head": "soft", "fused": False},
+         "soft_topk": {"head": "soft", "top_k": True}}
 
 
 class StageClock:
@@ -101,6 +106,8 @@ def instrumented(decoder: Any, data: Any, clock: StageClock) -> Iterator[None]:
     model, head = decoder.model, decoder.head
     data.tokens = clock.wrap("head", data.tokens)
     model.encode = clock.wrap("model", model.encode)
+    model.encode_soft_features = clock.wrap("model", model.encode_soft_features)
+    model.embedding.soft_from_features = clock.wrap("model.embed", model.embedding.soft_from_features)
     decoder.head = TimedHead(head, clock)
     starts: List[float] = []
     pre = model.embedding.register_forward_pre_hook(lambda *_: starts.append(_now(clock)))
@@ -111,7 +118,7 @@ def instrumented(decoder: Any, data: Any, clock: StageClock) -> Iterator[None]:
     finally:
         pre.remove()
         post.remove()
-        del model.encode
+        del model.encode, model.encode_soft_features, model.embedding.soft_from_features
         decoder.head = head
 
 
@@ -186,8 +193,9 @@ def head_settings(model: Any, heads: Sequence[str], tau: Optional[float], tau_fa
         tau = float(f"{tau_factor * float(nearest_sqdist(model.codebooks[0], frames).median()):.4g}")
     out = {}
     for name in heads:
-        head, k = HEADS[name]
-        out[name] = {"head": head, **({"tau": tau} if head == "soft" else {}), **({"top_k": top_k} if k else {})}
+        conf = dict(HEADS[name])
+        out[name] = {**conf, **({"tau": tau} if conf["head"] == "soft" else {}),
+                     **({"top_k": top_k} if conf.get("top_k") else {})}
     return out
 
 

@@ -111,6 +111,11 @@ def markdown(record: Dict[str, Any]) -> str:
              "(`TokenASR.encode`: token embedding in brackets, then the encoder), search (greedy CTC: argmax, "
              "collapse, characters). read and features do not depend on the head and run once per repeat; a head's "
              "end to end is the sum of the five stages in one repeat.",
+             "- Heads: hard; soft (dense, as transcribe runs it: on CPU one fused call from the features, "
+             "`TokenASR.encode_soft_features`, so its head stage only pads the features, its call is 0 and its "
+             "embedding in brackets is the soft assignment and Σ p E together); soft_twostep (dense, the soft head "
+             "then `TokenEmbedding` on the (T, K) probabilities: the path before the fused call); soft_topk (the "
+             "k nearest centres, renormalised).",
              f"- Batches of at most {a['batch_frames']} padded frames (transcribe's default).",
              *long_line(record.get("long_recording")), "",
              *models_table(record), "", "## Commands", "", "```bash", *record["commands"], "```", "",

@@ -71,17 +71,20 @@ def test_bench_times_every_stage_of_every_head(bundle):
     assert json.loads((root / "work" / "long_12s.json").read_text())["utterances"] > 1  # recorded on reuse
     for res in record["sets"].values():
         heads = res["models"]["tiny"]["heads"]
-        assert set(heads) == {"hard", "soft", "soft_topk"}
+        assert set(heads) == {"hard", "soft", "soft_twostep", "soft_topk"}
+        fused, twostep = heads["soft"]["seconds"], heads["soft_twostep"]["seconds"]
+        assert fused["head.call"] == 0 < fused["model.embed"] and twostep["head.call"] > 0  # fused: in the embedding
         for row in heads.values():
             s = row["seconds"]
             assert all(s[k] >= 0 for k in ("read", "features", "head", "model", "search", "model.embed"))
             assert row["e2e_s"] == pytest.approx(s["read"] + s["features"] + s["head"] + s["model"] + s["search"])
             assert row["e2e_rtf"] == pytest.approx(row["e2e_s"] / res["audio_s"])
-        assert set(res["models"]["tiny"]["ratios"]) == {"soft", "soft_topk"}
+        assert set(res["models"]["tiny"]["ratios"]) == {"soft", "soft_twostep", "soft_topk"}
     direct = record["e2e_direct"]["tiny"]
     assert all(rec["same_text_as_staged"] for rec in direct.values())  # the staged decode is transcribe's
     settings = record["head_settings"]["tiny"]
     assert settings["soft"]["tau"] > 0 and settings["soft_topk"]["top_k"] == 8
+    assert settings["soft_twostep"] == {**settings["soft"], "fused": False}
     md = (out / "INFERENCE.md").read_text()
     assert "soft / hard =" in md and "No GPU" in md and "bench/inference.py" in md
 

@@ -14,7 +14,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import softtok.downstream.fused as fused
 from softtok.downstream.embedding import TokenEmbedding
-from softtok.downstream.fused import fused_soft_embedding
+from softtok.downstream.data import pad_token_inputs
+from softtok.downstream.fused import fused_soft_embedding, fuses
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
 
@@ -63,6 +64,35 @@ def test_equals_the_two_step_path(k, factor, batched):
     want = two_step(codebook, emb, feats, tau)
     assert got.shape == want.shape == (*feats.shape[:-1], DIM)
     assert (got - want).abs().max() <= 1e-5
+
+
+def test_padded_frames_embed_as_the_pad_row_as_padded_soft_input_does():
+    """Decoding pads features with zeros; the fused batch must embed those frames as E[pad_id], as the two-step
+    path's padded probabilities (the one-hot of pad_id) do, and leave the real frames as they were."""
+    codebook, feats = clustered(64, 48, 90)
+    tau = tau_scale(codebook, feats)
+    parts = [feats[:90], feats[:40], feats[:7]]
+    head, emb = build_head("soft", codebook, tau=tau), embedding(64)
+    padded_feats, lengths = pad_token_inputs([TokenInput("feats", feats=x) for x in parts])
+    for pad_id in (0, 5):
+        tokens, _ = pad_token_inputs([head(x) for x in parts], pad_id)
+        got = emb.soft_from_features(padded_feats.feats, codebook, tau, lengths, pad_id)
+        assert (got - emb(tokens)).abs().max() <= 1e-5
+        assert torch.equal(got[2, 7:], emb.tables[0].weight[pad_id].expand(83, DIM))
+
+
+def test_where_decoding_fuses():
+    """Auto: a dense soft head over one stream on CPU (where it measured faster); never top-k, hard or several
+    streams; forcing it on a head that cannot fuse is a one-line error."""
+    codebook, _ = clustered(32, 8, 10)
+    soft, topk = build_head("soft", codebook, tau=1.0), build_head("soft", codebook, tau=1.0, top_k=4)
+    two = build_head("soft", [codebook, codebook], tau=1.0)
+    assert fuses(soft, "cpu") and not fuses(soft, "cuda") and fuses(soft, "cuda", True)
+    assert not fuses(soft, "cpu", False)
+    assert not any(fuses(h, "cpu") for h in (topk, two, build_head("hard", codebook)))
+    for head in (topk, two, build_head("hard", codebook)):
+        with pytest.raises(ValueError, match="fused soft embedding takes a dense soft head over one token stream"):
+            fuses(head, "cpu", True)
 
 
 def test_the_comparison_covers_soft_mixtures():

@@ -15,7 +15,9 @@ import yaml
 import softtok
 from conftest import SPEECHOCEAN, make_speechocean_subset, needs_whisper, write_wave
 from softtok.cli import main
+from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import decode
+from softtok.downstream.data import ArrayFeatures
 from softtok.downstream.asr.train import train
 from softtok.downstream.vocoder import train as voc_train
 from softtok.inference.bundle import BundleError, export_bundle, read_bundle
@@ -96,6 +98,26 @@ def test_transcribe_a_data_dir_gives_the_recipe_decode_hypotheses(trained, tmp_p
                  "--out", str(out)]) == 0
     mine, theirs = streamed(out), read_kaldi_map(recipe)
     assert mine == theirs and len(mine) == 6 and sum(len(t) for t in mine.values()) > 0
+
+
+@pytest.mark.parametrize("factor", [0.1, 1.0, 10.0])
+def test_fused_soft_decoding_gives_the_two_step_hypotheses(trained, factor):
+    """Decoding embeds dense soft input in one fused call on CPU: the same hypotheses on real speech as the soft
+    head then TokenEmbedding, with encoder outputs within float32 rounding (batches of unequal lengths)."""
+    model = softtok.load(trained["root"] / "b_asr", device="cpu")
+    feats = {i.key: model.features(i.read(), 16000, i.key) for i in collect_inputs([str(trained["data"]["test"])])}
+    data = TokenASRData(ArrayFeatures(feats, model.source_dims))
+    hyps, encoded = {}, {}
+    for fused in (True, False):
+        decoder = model.decoder(head="soft", tau_factor=factor, fused=fused)
+        assert decoder.fused is fused
+        groups = decoder.groups(data, batch_frames=1500)
+        assert len({len(feats[u]) for u in groups[0]}) > 1
+        hyps[fused] = {u: h for batch in decoder.stream(data, groups) for u, h in batch.items()}
+        with torch.inference_mode():
+            encoded[fused] = decoder._encode(data, groups[0])[1]
+    assert hyps[True] == hyps[False] and sum(len(h) for h in hyps[True].values()) > 0
+    assert (encoded[True] - encoded[False]).abs().max() <= 1e-4
 
 
 def test_python_api_files_arrays_tokens_and_jsonl(trained, tmp_path, capsys):

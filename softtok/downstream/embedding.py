@@ -77,16 +77,24 @@ class TokenEmbedding(nn.Module):
             return self._one_stream(tokens)
         return self._stacked(tokens)
 
-    def soft_from_features(self, feats: torch.Tensor, centroids: Centroids, tau: float) -> torch.Tensor:
+    def soft_from_features(self, feats: torch.Tensor, centroids: Centroids, tau: float,
+                           lengths: Optional[torch.Tensor] = None, pad_id: int = 0) -> torch.Tensor:
         """Dense soft embedding of features (…, T, D) straight from one stream's codebook: (…, T, d).
 
         Equal to the soft head (``tau``) then ``forward`` on its probabilities, in one fused attention call
-        that never builds the (T, K) matrix (:func:`~softtok.downstream.fused.fused_soft_embedding`).
+        that never builds the (T, K) matrix (:func:`~softtok.downstream.fused.fused_soft_embedding`). With
+        ``lengths`` (B,) of padded feats (B, T, D), frames past a length embed as E[pad_id], as padded soft input
+        does (:func:`~softtok.downstream.data.pad_token_inputs`).
         """
         if self.kind != "discrete" or self.n_streams != 1:
             raise ValueError(f"soft_from_features needs a discrete TokenEmbedding of one stream, this one is "
                              f"{self.kind} with {self.n_streams} streams")
-        return fused_soft_embedding(feats, centroids, tau, self.tables[0].weight)
+        table = self.tables[0].weight
+        out = fused_soft_embedding(feats, centroids, tau, table)
+        if lengths is not None:
+            padded = torch.arange(out.shape[-2], device=out.device)[None, :] >= lengths.to(out.device)[:, None]
+            out[padded] = table[pad_id]
+        return out
 
     def _check(self, tokens: TokenInput) -> None:
         """One-line errors for input this model cannot take: kind, stream count, K, ids, feature dim."""

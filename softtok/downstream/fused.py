@@ -9,12 +9,13 @@ are laid out as one sequence and the narrower side is zero-padded (zeros change 
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from softtok.tokenizers.heads import Head
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import is_per_channel
 from softtok.tokenizers.tau import check_tau
@@ -41,6 +42,25 @@ def logit_bound(feats: torch.Tensor, c_sqnorm: torch.Tensor, tau: float) -> floa
     x_norm = float(feats.norm(dim=-1).max()) if feats.numel() else 0.0
     c_max = float(c_sqnorm.max())
     return max(2.0 * x_norm * c_max ** 0.5 + c_max, 2.0) / tau
+
+
+def fits(feats: torch.Tensor, centroids: Centroids, tau: float) -> bool:
+    """Whether the fused call takes these features at ``tau`` (its logits stay below :data:`MAX_LOGIT`)."""
+    c = centroid_tensor(centroids, feats.device)
+    return logit_bound(feats.float(), c.pow(2).sum(1), tau) <= MAX_LOGIT
+
+
+def fuses(head: Head, device: Union[str, torch.device], fused: Optional[bool] = None) -> bool:
+    """Whether a decoder embeds ``head``'s input with the fused call: ``fused`` when given, else where it measured
+    faster than the two-step path (bench/FUSED_EMBEDDING.md: CPU, K = 32 to 4096, D = 384 and 1024).
+
+    Only a dense soft head over one stream can fuse; forcing it for any other head is a one-line error.
+    """
+    fusable = head.name == "soft" and head.top_k is None and head.codebooks.n_streams == 1
+    if fused and not fusable:
+        raise ValueError(f"the fused soft embedding takes a dense soft head over one token stream, not "
+                         f"{head.settings()} over {head.codebooks.n_streams if head.codebooks else 0} streams")
+    return fusable and (fused if fused is not None else torch.device(device).type == "cpu")
 
 
 def fused_soft_embedding(feats: torch.Tensor, centroids: Centroids, tau: float, table: torch.Tensor) -> torch.Tensor:

@@ -134,13 +134,13 @@ class ASRModel(SoftTokenModel):
         return int(self.config.get("max_utt_frames") or 1500)
 
     def decoder(self, head: Optional[str] = None, tau: Optional[Tau] = None, tau_factor: Optional[float] = None,
-                top_k: Optional[int] = None, search: str = "greedy") -> TokenASRInference:
-        """The recipes' decoder for these settings (built once per setting)."""
+                top_k: Optional[int] = None, search: str = "greedy", fused: Optional[bool] = None) -> TokenASRInference:
+        """The recipes' decoder for these settings (built once per setting); ``fused``: see TokenASRInference."""
         name, codebooks, conf = self.head_args(head, tau, tau_factor, top_k)
-        key = (name, repr(conf), search)
+        key = (name, repr(conf), search, fused)
         if key not in self._decoders:
             self._decoders[key] = TokenASRInference(str(self.bundle.path), name, conf, search, device=self.device,
-                                                    codebooks=codebooks)
+                                                    codebooks=codebooks, fused=fused)
         return self._decoders[key]
 
     def window_features(self, wave: torch.Tensor, key: str) -> Dict[str, np.ndarray]:
@@ -152,16 +152,17 @@ class ASRModel(SoftTokenModel):
 
     def decode_features(self, feats: Dict[str, np.ndarray], head: Optional[str] = None, tau: Optional[Tau] = None,
                         tau_factor: Optional[float] = None, top_k: Optional[int] = None, search: str = "greedy",
-                        batch_frames: int = 20000) -> Iterator[Dict[str, str]]:
+                        batch_frames: int = 20000, fused: Optional[bool] = None) -> Iterator[Dict[str, str]]:
         """Hypotheses of in-memory features, a batch at a time, as the recipe's decode stage batches them."""
-        decoder = self.decoder(head, tau, tau_factor, top_k, search)
+        decoder = self.decoder(head, tau, tau_factor, top_k, search, fused)
         data = TokenASRData(ArrayFeatures(feats, self.source_dims))
         return decoder.stream(data, decoder.groups(data, batch_frames))
 
     def transcribe(self, inputs: Sequence[Audio], sample_rate: Optional[int] = None, head: Optional[str] = None,
                    tau: Optional[Tau] = None, tau_factor: Optional[float] = None, top_k: Optional[int] = None,
-                   search: str = "greedy") -> List[str]:
-        """The text of each input (paths, or arrays at ``sample_rate``), long audio cut into windows and joined."""
+                   search: str = "greedy", fused: Optional[bool] = None) -> List[str]:
+        """The text of each input (paths, or arrays at ``sample_rate``), long audio cut into windows and joined;
+        ``fused``: see TokenASRInference (default: where it measured faster)."""
         feats: Dict[str, np.ndarray] = {}
         windows: List[List[str]] = []
         for i, wave in enumerate(inputs):
@@ -169,7 +170,7 @@ class ASRModel(SoftTokenModel):
             feats.update(parts)
             windows.append(list(parts))
         hyps: Dict[str, str] = {}
-        for batch in self.decode_features(feats, head, tau, tau_factor, top_k, search):
+        for batch in self.decode_features(feats, head, tau, tau_factor, top_k, search, fused=fused):
             hyps.update(batch)
         return [" ".join(h for h in (hyps[k] for k in keys) if h) for keys in windows]
 

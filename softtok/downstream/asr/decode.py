@@ -14,7 +14,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -23,12 +23,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import default_device, run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
+from softtok.downstream.fused import fits, fuses
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.heads import add_head_args, build_head, head_conf_of
+from softtok.tokenizers.heads import ContinuousHead, add_head_args, build_head, head_conf_of
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import as_list
 
@@ -44,11 +45,17 @@ def model_source_dims(config: Dict[str, Any], codebooks: Optional[List[Codebook]
 
 
 class TokenASRInference:
-    """A trained model plus a head: text from features, for any head the model accepts."""
+    """A trained model plus a head: text from features, for any head the model accepts.
+
+    A dense soft head over one stream is embedded in one fused call straight from the features where that measured
+    faster (:func:`~softtok.downstream.fused.fuses`; ``fused`` forces it on or off); a batch whose logits would
+    overflow float32 in that call takes the two-step path.
+    """
 
     def __init__(self, exp_dir: str, head: str = "hard", head_conf: Optional[Dict[str, Any]] = None,
                  search: str = "greedy", beam_size: int = 10, ctc_weight: Optional[float] = None,
-                 checkpoint: str = "model.pth", device: str = "cpu", codebooks: Optional[List[Codebook]] = None):
+                 checkpoint: str = "model.pth", device: str = "cpu", codebooks: Optional[List[Codebook]] = None,
+                 fused: Optional[bool] = None):
         """``codebooks`` (one per source) replace the ones the config names (a bundle's own copies)."""
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
@@ -64,6 +71,8 @@ class TokenASRInference:
         self.codebooks = codebooks if discrete else None
         self.source_dims = model_source_dims(self.config, self.codebooks)
         self.head = build_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
+        self.fused = fuses(self.head, device, fused)
+        self._features = ContinuousHead(source_dims=self.source_dims)
         self.search, self.beam_size = search, beam_size
         self.ctc_weight = self.config["model"].get("ctc_weight", 0.3) if ctc_weight is None else ctc_weight
         self._beam = self._build_beam_search() if search == "beam" else None
@@ -106,14 +115,23 @@ class TokenASRInference:
     def stream(self, data: TokenASRData, groups: Iterable[List[str]]) -> Iterator[Dict[str, str]]:
         """The hypotheses of each group as soon as it is decoded."""
         for group in groups:
-            utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
-            enc, enc_lens = self.model.encode(tokens, lengths)
+            utts, enc, enc_lens = self._encode(data, group)
             if self.search == "greedy":
                 best = self.model.ctc.argmax(enc)
                 yield {utt: self.tokenizer.decode([t for t in torch.unique_consecutive(best[i, :enc_lens[i]]).tolist()
                                                    if t != 0]) for i, utt in enumerate(utts)}
             else:
                 yield {utt: self._beam_text(enc[i, :enc_lens[i]]) for i, utt in enumerate(utts)}
+
+    def _encode(self, data: TokenASRData, group: List[str]) -> Tuple[List[str], torch.Tensor, torch.Tensor]:
+        """(utts, encoder output, lengths) of one group: fused soft embedding when it applies, else head + model."""
+        if self.fused:
+            utts, feats, lengths, _, _ = data.collate(group, self._features, device=self.device)
+            codebook, tau = self.head.codebooks.sources[0], self.head.taus[0]
+            if fits(feats.feats, codebook, tau):
+                return (utts, *self.model.encode_soft_features(feats.feats, lengths, codebook, tau))
+        utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
+        return (utts, *self.model.encode(tokens, lengths))
 
     def _beam_text(self, enc: torch.Tensor) -> str:
         nbest = self._beam(enc, maxlenratio=0.0, minlenratio=0.0)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from softtok.downstream.embedding import TokenEmbedding
+from softtok.downstream.fused import Centroids
 from softtok.tokenizers.heads import TokenInput
 
 BLANK, UNK = "<blank>", "<unk>"
@@ -144,8 +145,16 @@ class TokenASR(nn.Module):
 
     def encode(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Embed, mask (training only) and encode: (B, T', enc_dim), lengths (B,)."""
-        x = self.masking(self.embedding(tokens), lengths)
-        enc, enc_lens, _ = self.encoder(x, lengths)
+        return self.encode_embedded(self.embedding(tokens), lengths)
+
+    def encode_soft_features(self, feats: torch.Tensor, lengths: torch.Tensor, centroids: Centroids,
+                             tau: float) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``encode`` of the dense soft input of padded features (B, T, D), embedded in one fused call."""
+        return self.encode_embedded(self.embedding.soft_from_features(feats, centroids, tau, lengths), lengths)
+
+    def encode_embedded(self, x: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mask (training only) and encode an embedded sequence (B, T, d)."""
+        enc, enc_lens, _ = self.encoder(self.masking(x, lengths), lengths)
         return enc, enc_lens
 
     def forward(self, tokens: TokenInput, lengths: torch.Tensor, ys: torch.Tensor,
