@@ -211,6 +211,8 @@ MODULE_VERBS: Dict[str, Verb] = {
     "transcribe": Verb("softtok.inference.cli", "text of audio files with an ASR bundle: hard, soft or continuous",
                        True),
     "resynthesize": Verb("softtok.inference.cli", "16 kHz speech of audio files with a vocoder bundle", True),
+    "import-model": Verb("softtok.inference.imports", "a hard-token model of another toolkit (ESPnet, SpeechBrain, "
+                         "unit HiFi-GAN) as a bundle, for soft inference"),
     "sets": Verb("softtok.recipes.sets", "derived data dirs: speaker/age/accent splits, speed perturbation, noise"),
     "voc-data": Verb("softtok.recipes.voc_data", "vocoder data: piper joe, conversion source, LJSpeech, TIMIT"),
     "score": Verb("softtok.downstream.scoring", "WER/CER of a hyp text, or a paired bootstrap of two score dirs"),

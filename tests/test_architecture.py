@@ -16,9 +16,11 @@ ALLOWED: Dict[str, Set[str]] = {
     "downstream": {"common", "tokenizers", "downstream"},
     "reporting": {"common", "tokenizers", "reporting"},
     "analysis": {"common", "tokenizers", "downstream", "reporting", "analysis"},
-    "inference": {"common", "tokenizers", "downstream", "inference"},
+    "adapters": {"common", "tokenizers", "downstream", "adapters"},
+    "inference": {"common", "tokenizers", "downstream", "adapters", "inference"},
     "recipes": {"common", "tokenizers", "downstream", "reporting", "inference", "recipes"},
-    "cli": {"common", "tokenizers", "downstream", "reporting", "analysis", "inference", "recipes", "cli", "package"},
+    "cli": {"common", "tokenizers", "downstream", "reporting", "analysis", "adapters", "inference", "recipes", "cli",
+            "package"},
     "package": {"package", "inference"},
 }
 

@@ -46,13 +46,19 @@ def featurizer_entry(feats_scp: str) -> Dict[str, Any]:
     spec = dict(feature_spec_of(feats_scp))  # the feats.yaml less the dump's counts
     if not spec.get("feature"):
         raise BundleError(f"{feats_scp}: no feats.yaml beside it to say which features the model was trained on")
+    return spec_entry(spec, feats_scp)
+
+
+def spec_entry(spec: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """A featurizer spec (``Featurizer.spec()``, a feats.yaml's) as the bundle records it; ``where`` for messages."""
+    spec = dict(spec)
     checkpoint = spec.pop("checkpoint", None)
     entry = {"name": spec.pop("feature"), "dim": spec.pop("dim"), "frame_rate": spec.pop("frame_rate", None),
              "layer": spec.pop("layer", None), "options": spec, "checkpoint": None}
     if checkpoint:
         path = Path(checkpoint)
         if not path.exists():
-            raise BundleError(f"featurizer checkpoint {checkpoint} (of {feats_scp}) not found")
+            raise BundleError(f"featurizer checkpoint {checkpoint} (of {where}) not found")
         entry["checkpoint"] = {"path": str(path.resolve()), "name": path.name, "sha256": sha256_of(path)}
     return entry
 
@@ -79,28 +85,35 @@ def export_bundle(exp_dir: str, out_dir: str, overwrite: bool = False) -> Dict[s
     config = load_yaml(exp / "config.yaml")
     sources = [featurizer_entry(training_feats(exp, f)) for f in split_list(config["train_feats"])]
     kmeans = split_list(config.get("kmeans")) if config.get("n_tokens") is not None else []
+    head = default_head(exp, config)
+    files = {name: exp / name for name in ("config.yaml", "model.pth")}
+    if head.get("sweep"):
+        files[SWEEP_FILE] = exp / SWEEP_FILE
+    spec = {"kind": model_kind(config), "sources": sources, "model": {"config": "config.yaml", "weights": "model.pth",
+            "trained_head": config.get("head")}, "head": head, "exported_from": str(exp.resolve())}
+    return write_bundle(out, spec, files, [Codebook.load(path) for path in kmeans])
+
+
+def write_bundle(out: Path, spec: Dict[str, Any], files: Dict[str, Path],
+                 codebooks: Optional[List[Codebook]] = None) -> Dict[str, Any]:
+    """Write a bundle folder whole or not at all: ``files`` (bundle name → source file) copied, one codebook per
+    source saved as ``codebooks/<i>.npy`` (and named in ``spec["sources"]``), every file's sha256 recorded."""
     tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "codebooks").mkdir(parents=True)
-    files: Dict[str, str] = {}
-    for name in ("config.yaml", "model.pth"):
-        shutil.copyfile(exp / name, tmp / name)
-    for i, path in enumerate(kmeans):
-        Codebook.load(path).save(tmp / "codebooks" / f"{i}.npy")
-        sources[i]["codebook"] = f"codebooks/{i}.npy"
-    head = default_head(exp, config)
-    if head.get("sweep"):
-        shutil.copyfile(exp / SWEEP_FILE, tmp / SWEEP_FILE)
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        files[str(path.relative_to(tmp))] = sha256_of(path)
-    spec = {"format": FORMAT, "kind": model_kind(config), "sources": sources, "model": {"config": "config.yaml",
-            "weights": "model.pth", "trained_head": config.get("head")}, "head": head, "files": files,
-            "exported_from": str(exp.resolve())}
+    for name, source in files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tmp / name)
+    for i, codebook in enumerate(codebooks or []):
+        codebook.save(tmp / "codebooks" / f"{i}.npy")
+        spec["sources"][i]["codebook"] = f"codebooks/{i}.npy"
+    digests = {str(p.relative_to(tmp)): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    spec = {"format": FORMAT, **spec, "files": digests}
     save_yaml(tmp / SPEC_FILE, spec)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return {"kind": spec["kind"], "sources": len(sources), "head": head["name"], "output": str(out)}
+    return {"kind": spec["kind"], "sources": len(spec["sources"]), "head": spec["head"]["name"], "output": str(out)}
 
 
 def default_head(exp: Path, config: Dict[str, Any]) -> Dict[str, Any]:

@@ -160,7 +160,7 @@ def resynthesize(args: argparse.Namespace) -> Dict[str, Any]:
                 failures.add(item.key, item.source, exc)
                 continue
             path = (out / "wav" / f"{item.key}.wav").resolve()
-            write_audio(path, np.asarray(wave), TARGET_SAMPLE_RATE)
+            write_audio(path, np.asarray(wave), model.sample_rate)
             wav_scp[item.key] = str(path)
     if wav_scp:
         write_kaldi_map(out / "wav.scp", wav_scp)

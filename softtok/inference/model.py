@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from softtok.adapters import adapter
 from softtok.common import default_device
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import TokenASRInference
@@ -54,6 +55,11 @@ class SoftTokenModel:
             raise BundleError(f"{self.bundle.path}: source {i + 1} gives {featurizer.dim}-dim features, the model "
                               f"was trained on {source['dim']}")
         return featurizer
+
+    @property
+    def model_format(self) -> str:
+        """``softtok`` for a model trained here, else the adapter of the toolkit it was trained in."""
+        return self.bundle.spec["model"].get("format", "softtok")
 
     @property
     def default_head(self) -> Dict[str, Any]:
@@ -125,23 +131,30 @@ class ASRModel(SoftTokenModel):
 
     def __init__(self, bundle: Bundle, device: Optional[str] = None, checkpoints: Optional[Sequence[str]] = None):
         super().__init__(bundle, device, checkpoints)
-        self.config = load_yaml(bundle.file("config.yaml"))
-        self._decoders: Dict[Tuple, TokenASRInference] = {}
+        self.config = load_yaml(bundle.file("config.yaml")) if self.model_format == "softtok" else {}
+        self._decoders: Dict[Tuple, Any] = {}
 
     @property
     def max_frames(self) -> int:
         """The longest utterance training kept (frames): longer audio is cut into windows of at most this."""
-        return int(self.config.get("max_utt_frames") or 1500)
+        return int(self.bundle.spec["model"].get("max_frames") or self.config.get("max_utt_frames") or 1500)
 
     def decoder(self, head: Optional[str] = None, tau: Optional[Tau] = None, tau_factor: Optional[float] = None,
                 top_k: Optional[int] = None, search: str = "greedy", fused: Optional[bool] = None) -> TokenASRInference:
         """The recipes' decoder for these settings (built once per setting); ``fused``: see TokenASRInference."""
         name, codebooks, conf = self.head_args(head, tau, tau_factor, top_k)
         key = (name, repr(conf), search, fused)
-        if key not in self._decoders:
-            self._decoders[key] = TokenASRInference(str(self.bundle.path), name, conf, search, device=self.device,
-                                                    codebooks=codebooks, fused=fused)
-        return self._decoders[key]
+        if key in self._decoders:
+            return self._decoders[key]
+        if self.model_format == "softtok":
+            decoder = TokenASRInference(str(self.bundle.path), name, conf, search, device=self.device,
+                                        codebooks=codebooks, fused=fused)
+        else:  # a model of another toolkit: its adapter decodes, with the head built here
+            decoder = adapter(self.model_format).load_decoder(
+                self.bundle.path, self.bundle.spec, build_head(name, codebooks, self.source_dims, **conf), search,
+                self.device)
+        self._decoders[key] = decoder
+        return decoder
 
     def window_features(self, wave: torch.Tensor, key: str) -> Dict[str, np.ndarray]:
         """Features of a 16 kHz wave cut into windows (:func:`split_windows`), in order: ``{key: feats}`` for one
@@ -180,19 +193,24 @@ class VocoderModel(SoftTokenModel):
 
     def __init__(self, bundle: Bundle, device: Optional[str] = None, checkpoints: Optional[Sequence[str]] = None):
         super().__init__(bundle, device, checkpoints)
-        vocoder = load_yaml(bundle.file("config.yaml"))["vocoder"]
-        module = importlib.import_module(f"softtok.downstream.vocoder.{vocoder}")
-        self.render, self.config = module.load_renderer(str(bundle.path), self.device)
+        if self.model_format == "softtok":
+            vocoder = load_yaml(bundle.file("config.yaml"))["vocoder"]
+            module = importlib.import_module(f"softtok.downstream.vocoder.{vocoder}")
+            self.render, self.config = module.load_renderer(str(bundle.path), self.device)
+        else:
+            self.render, self.config = adapter(self.model_format).load_renderer(bundle.path, bundle.spec, self.device)
+        self.sample_rate = int(self.config.get("sample_rate") or TARGET_SAMPLE_RATE)
 
     def resynthesize(self, inputs: Sequence[Audio], sample_rate: Optional[int] = None, head: Optional[str] = None,
                      tau: Optional[Tau] = None, tau_factor: Optional[float] = None,
                      top_k: Optional[int] = None) -> List[np.ndarray]:
-        """16 kHz float32 waves of each input through the head and the vocoder."""
+        """Float32 waves (at ``self.sample_rate``: 16 kHz for softtok's vocoders) of each input through the head
+        and the vocoder."""
         the_head = self.head(head, tau, tau_factor, top_k)
         return [self.wave_of(wave, the_head, sample_rate, f"input {i}") for i, wave in enumerate(inputs)]
 
     def wave_of(self, wave: Audio, head: Head, sample_rate: Optional[int] = None, key: str = "input") -> np.ndarray:
-        """One input through a built head and the vocoder: a 16 kHz float32 wave."""
+        """One input through a built head and the vocoder: a float32 wave at ``self.sample_rate``."""
         feats = torch.from_numpy(self.features(wave, sample_rate, key)).to(self.device)
         tokens, lengths = pad_token_inputs([head(feats)])
         return self.render(tokens, lengths.to(self.device)).detach().cpu().numpy()
