@@ -124,9 +124,9 @@ def test_never_builds_the_frames_by_centroids_matrix():
 
 
 def tiny_tau(codebook: Codebook, feats: torch.Tensor, margin: float) -> float:
-    """A τ whose logit bound is ``margin`` × the fused path's limit."""
-    c_sqnorm = torch.from_numpy(codebook.centroids).pow(2).sum(1)
-    return fused.logit_bound(feats, c_sqnorm, 1.0) / (margin * fused.MAX_LOGIT)
+    """A τ whose logit bound (from the centroids' mean, where the fused path computes) is ``margin`` × its limit."""
+    mean, _, c_sqnorm = codebook.centred()
+    return fused.logit_bound(feats - mean, c_sqnorm, 1.0) / (margin * fused.MAX_LOGIT)
 
 
 def test_tiny_tau_matches_up_to_the_limit_and_is_refused_beyond():
@@ -183,3 +183,20 @@ def test_bench_writes_its_report(tmp_path):
     assert result["cases"][1]["max_abs_diff_vs_two_step"] <= 1e-5
     text = (tmp_path / "FUSED_EMBEDDING.md").read_text()
     assert "| 32 | 8 | 1 |" in text and "## Conclusion" in text and "rerun up to 0 times" in text
+
+
+def test_exact_under_a_large_common_offset():
+    """SSL-large feature norms (‖x‖² = 1e8 from a shared offset): both paths match the float64 soft embedding."""
+    codebook, feats = clustered(256, 1024, 300)
+    offset = torch.randn(1024, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    offset *= 1e4 / offset.norm()
+    centres = torch.from_numpy(codebook.centroids).double() + offset
+    x = (feats.double() + offset)
+    far = Codebook(centres.float().numpy())
+    x32 = x.float()
+    d2 = ((x32.double()[:, None, :] - centres.float().double()[None]) ** 2).sum(-1)
+    tau = float(d2.min(1).values.median())
+    emb = embedding(256)
+    want = torch.softmax(-d2 / tau, dim=1) @ emb.tables[0].weight.double()
+    for got in (emb.soft_from_features(x32, far, tau), two_step(far, emb, x32, tau)):
+        assert (got.double() - want).abs().max() <= 1e-4 * want.abs().max()

@@ -212,3 +212,17 @@ def test_stream_codebooks_sizes_and_centroids():
     streams = StreamCodebooks([random_codebook(8, 5, 0), dmel])
     assert streams.sizes == [8, 4, 4, 4] and streams.n_streams == 4 and streams.source_dims == [5, 3]
     assert [c.shape for c in streams.centroids()] == [(8, 5), (4, 1), (4, 1), (4, 1)]
+
+
+def test_an_exact_tie_hard_takes_the_lower_index_soft_splits_the_mass():
+    """A frame exactly midway between centres 2 and 5: hard says 2; soft gives each half at any τ, so its argmax
+    is still 2 (the documented difference from the one-hot at τ → 0)."""
+    centres = np.zeros((6, 2), dtype=np.float32)
+    centres[:, 0] = 10.0 + np.arange(6) * 10.0
+    centres[2], centres[5] = [0.0, 1.0], [0.0, -1.0]
+    frame = torch.zeros(1, 2)
+    hard = build_head("hard", Codebook(centres))(frame).ids
+    assert hard.tolist() == [[2]]
+    for tau in (1e-6, 1.0):
+        probs = build_head("soft", Codebook(centres), tau=tau)(frame).probs[0, 0]
+        assert probs[2] == probs[5] == pytest.approx(0.5) and int(probs.argmax()) == 2

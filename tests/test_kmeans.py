@@ -61,3 +61,42 @@ def test_codebook_roundtrip_and_mismatch(tmp_path, codebook):
         Codebook.load(tmp_path / "bad.npy")
     with pytest.raises(FileNotFoundError, match="nope.npy"):
         Codebook.load(tmp_path / "nope.npy")
+
+
+def offset_frames(sq_norm: float, k: int = 256, dim: int = 1024, frames: int = 400, seed: int = 0):
+    """SSL-large-like features: a common offset of squared norm ``sq_norm`` plus unit-scale structure, and a
+    codebook of k centres around it (frames near their centre, d² ≪ ‖x‖²)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=dim)
+    offset *= np.sqrt(sq_norm) / np.linalg.norm(offset)
+    centres = offset + rng.normal(size=(k, dim))
+    x = centres[rng.integers(k, size=frames)] + 0.3 * rng.normal(size=(frames, dim))
+    return x.astype(np.float32), Codebook(centres.astype(np.float32))
+
+
+def exact_sqdist(x: np.ndarray, codebook: Codebook) -> np.ndarray:
+    """‖x − c‖² in float64 from the float32 values (the reference)."""
+    x64, c64 = x.astype(np.float64), codebook.centroids.astype(np.float64)
+    return ((x64[:, None, :] - c64[None]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("sq_norm", [3e5, 3.5e7, 1e8])
+def test_distances_stay_exact_for_large_feature_norms(sq_norm):
+    """Relative error ≤ 1e-4 up to ‖x‖² = 1e8 (distances are taken from the centroids' mean), for the dense
+    distances, the hard ids, the faiss top-k and the inertia; the plain matmul form fails this at 1e8."""
+    from softtok.tokenizers.kmeans import squared_distances
+    from softtok.tokenizers.streams import StreamCodebooks
+
+    x, codebook = offset_frames(sq_norm)
+    want = exact_sqdist(x, codebook)
+    got = codebook.distances(torch.from_numpy(x)).double().numpy()
+    assert np.abs(got - want).max() / want.min() <= 1e-4
+    assert np.array_equal(codebook.assign(torch.from_numpy(x)).numpy(), want.argmin(1))
+    ids, d2 = StreamCodebooks([codebook]).nearest(torch.from_numpy(x), 4, use_faiss=True)[0]
+    nearest4 = np.sort(want, axis=1)[:, :4]
+    assert np.abs(d2[:, 0].double().numpy() - nearest4).max() / nearest4.min() <= 1e-4
+    assert inertia(x, codebook.centroids) == pytest.approx(want.min(1).sum(), rel=1e-4)
+    if sq_norm == 1e8:
+        c = torch.from_numpy(codebook.centroids)
+        plain = squared_distances(torch.from_numpy(x), c).double().numpy()
+        assert np.abs(plain - want).max() / want.min() > 1e-4  # what centring fixes

@@ -4,12 +4,13 @@
 per-frame ‖x‖²), which is one attention head: q = features, k = centroids, v = E, scale 2/τ and an additive
 bias −‖c‖²/τ. A fused kernel (CPU flash attention; a memory-efficient kernel on CUDA) then works block by block
 and never holds the (T, K) matrix. The CPU kernel wants one 4-D layout and equal q, k, v widths, so the frames
-are laid out as one sequence and the narrower side is zero-padded (zeros change no dot product).
+are laid out as one sequence and the narrower side is zero-padded (zeros change no dot product). x and c are
+taken from the centroids' mean (the same softmax; float32 stays exact under a large common offset).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,14 +28,18 @@ Centroids = Union[Codebook, np.ndarray, torch.Tensor]
 MAX_LOGIT = torch.finfo(torch.float32).max / 16
 
 
-def centroid_tensor(centroids: Centroids, device: torch.device) -> torch.Tensor:
-    """(K, D) float32 centroids on ``device`` from a Codebook, an array or a tensor (one stream)."""
+def centred_tensors(centroids: Centroids, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), centroids − mean (K, D)) float32 on ``device`` from a Codebook, an array or a tensor (one
+    stream): the logits are computed from the centroids' mean, as :meth:`Codebook.distances` computes d²."""
     if isinstance(centroids, Codebook):
         if is_per_channel(centroids) and centroids.dim > 1:
             raise ValueError(f"fused soft embedding: a per-channel codebook of {centroids.dim} channels is "
                              f"{centroids.dim} streams; it takes one")
-        return centroids.tensors(device)[0]
-    return torch.as_tensor(centroids, dtype=torch.float32, device=device)
+        mean, centred, _ = centroids.centred(device)
+        return mean, centred
+    c = torch.as_tensor(centroids, dtype=torch.float32, device=device)
+    mean = c.double().mean(0).float() if c.ndim == 2 else c.new_zeros(c.shape[-1:])
+    return mean, c - mean
 
 
 def logit_bound(feats: torch.Tensor, c_sqnorm: torch.Tensor, tau: float) -> float:
@@ -46,8 +51,8 @@ def logit_bound(feats: torch.Tensor, c_sqnorm: torch.Tensor, tau: float) -> floa
 
 def fits(feats: torch.Tensor, centroids: Centroids, tau: float) -> bool:
     """Whether the fused call takes these features at ``tau`` (its logits stay below :data:`MAX_LOGIT`)."""
-    c = centroid_tensor(centroids, feats.device)
-    return logit_bound(feats.float(), c.pow(2).sum(1), tau) <= MAX_LOGIT
+    mean, c = centred_tensors(centroids, feats.device)
+    return logit_bound(feats.float() - mean, c.pow(2).sum(1), tau) <= MAX_LOGIT
 
 
 def fuses(head: Head, device: Union[str, torch.device], fused: Optional[bool] = None) -> bool:
@@ -70,12 +75,12 @@ def fused_soft_embedding(feats: torch.Tensor, centroids: Centroids, tau: float, 
     soft head then TokenEmbedding, subtracts each frame's nearest distance first and takes any τ > 0).
     """
     tau = check_tau(tau)
-    c = centroid_tensor(centroids, feats.device)
+    mean, c = centred_tensors(centroids, feats.device)
     if feats.shape[-1] != c.shape[1]:
         raise ValueError(f"fused soft embedding: features of dim {feats.shape[-1]}, codebook dim {c.shape[1]}")
     if table.shape[0] != c.shape[0]:
         raise ValueError(f"fused soft embedding: {c.shape[0]} centroids for a table of K={table.shape[0]}")
-    x, c_sqnorm = feats.float(), c.pow(2).sum(1)
+    x, c_sqnorm = feats.float() - mean, c.pow(2).sum(1)
     bound = logit_bound(x, c_sqnorm, tau)
     if bound > MAX_LOGIT:
         raise ValueError(f"fused soft embedding: tau={tau:g} too small, logits up to {bound:.3g} overflow float32 "

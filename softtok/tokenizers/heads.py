@@ -7,7 +7,9 @@ stream is the common case; several SSL layers or dMel channels give more):
   renormalised over the k kept centres; one τ per source;
 - ``continuous``: the features themselves.
 Every codebook gives (T, S, K) squared distances (:class:`~softtok.tokenizers.streams.StreamCodebooks`) that
-go through the same argmin or softmax, so τ → 0 gives the hard ids exactly.
+go through the same argmin or softmax, so τ → 0 gives the hard ids exactly. On an exact tie (a frame equally far
+from two centres) hard takes the lower index while soft splits the mass equally between them at every τ: the
+probabilities' argmax (first maximum) is still the hard id, but the τ → 0 embedding is the tied rows' mean.
 """
 
 from __future__ import annotations

@@ -31,12 +31,21 @@ class CodebookMismatch(ValueError):
 
 
 def squared_distances(x: torch.Tensor, centroids: torch.Tensor, c_sqnorm: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """‖x − c‖² for all frames and centroids (T, K), float32 via the matmul form, clamped ≥ 0."""
+    """‖x − c‖² for all frames and centroids (T, K), float32 via the matmul form, clamped ≥ 0.
+
+    The matmul form loses about eps·‖x‖² (float32 eps ≈ 6e-8): centre x and c on the centroids' mean first
+    (:meth:`Codebook.distances` does) when features share a large offset, as SSL features do.
+    """
     x = x.float()
     if c_sqnorm is None:
         c_sqnorm = (centroids * centroids).sum(1)
     d2 = (x * x).sum(1, keepdim=True) - 2.0 * (x @ centroids.T) + c_sqnorm[None, :]
     return d2.clamp_min_(0.0)
+
+
+def centre_of(centroids: np.ndarray) -> np.ndarray:
+    """The centroids' mean (D,) float32, computed in float64: the origin distances are computed from."""
+    return centroids.astype(np.float64).mean(0).astype(np.float32)
 
 
 @dataclass
@@ -64,6 +73,16 @@ class Codebook:
             self._cache[key + ":sq"] = (c * c).sum(1)
         return self._cache[key], self._cache[key + ":sq"]
 
+    def centred(self, device: str | torch.device = "cpu"):
+        """(mean (D,), centroids − mean (K, D), their squared norms (K,)) on ``device`` (cached): distances from
+        this origin keep float32 exact to ~1e-7 relative however large the features' common offset."""
+        key = f"{device}:centred"
+        if key not in self._cache:
+            mean = centre_of(self.centroids)
+            c = torch.from_numpy(self.centroids - mean).to(device)
+            self._cache[key] = (torch.from_numpy(mean).to(device), c, (c * c).sum(1))
+        return self._cache[key]
+
     def check_features(self, feats: torch.Tensor | np.ndarray, name: str = "features") -> None:
         """Refuse a (T, D) matrix whose dim differs from the centroids'."""
         if feats.ndim != 2 or feats.shape[1] != self.dim:
@@ -82,8 +101,8 @@ class Codebook:
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Squared distances (T, K) of frames to all centroids."""
         self.check_features(x)
-        c, csq = self.tensors(x.device)
-        return squared_distances(x, c, csq)
+        mean, c, csq = self.centred(x.device)
+        return squared_distances(x.float() - mean, c, csq)
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Hard token ids (T,): the nearest centroid of each frame."""
@@ -114,11 +133,10 @@ class Codebook:
 
 def inertia(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> float:
     """Sum of squared distances of frames to their nearest centroid (float64 total)."""
-    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
-    csq = (c * c).sum(1)
+    codebook = Codebook(np.ascontiguousarray(centroids, dtype=np.float32))
     total = 0.0
     for i in range(0, len(x), batch):
-        d2 = squared_distances(torch.from_numpy(x[i:i + batch]), c, csq)
+        d2 = codebook.distances(torch.from_numpy(np.asarray(x[i:i + batch], dtype=np.float32)))
         total += float(d2.min(dim=1).values.double().sum())
     return total
 

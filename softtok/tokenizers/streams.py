@@ -135,10 +135,11 @@ class StreamCodebooks:
 
         cb = self.sources[i]
         cb.check_features(x)
+        mean, centred, _ = cb.centred("cpu")  # searched from the centroids' mean, as Codebook.distances
         if i not in self._faiss:
             self._faiss[i] = faiss.IndexFlatL2(cb.dim)
-            self._faiss[i].add(cb.centroids)
-        d2, ids = self._faiss[i].search(np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32), k)
+            self._faiss[i].add(np.ascontiguousarray(centred.numpy()))
+        d2, ids = self._faiss[i].search(np.ascontiguousarray((x.cpu().float() - mean).numpy()), k)
         return torch.from_numpy(ids).long()[:, None, :], torch.from_numpy(d2).clamp_min(0.0)[:, None, :]
 
 
