@@ -34,7 +34,9 @@ from typing import Any, Dict, List, Optional
 from softtok.tokenizers.kmeans import Codebook
 
 # bundle format name → module (imported on first use)
-ADAPTERS: Dict[str, str] = {}
+ADAPTERS: Dict[str, str] = {
+    "espnet_asr2": "softtok.adapters.espnet_asr2",
+}
 
 
 class AdapterError(ValueError):
