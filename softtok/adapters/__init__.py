@@ -35,6 +35,8 @@ from softtok.tokenizers.kmeans import Codebook
 
 # bundle format name → module (imported on first use)
 ADAPTERS: Dict[str, str] = {
+    "code_hifigan": "softtok.adapters.code_hifigan",
+    "pwg_hifigan": "softtok.adapters.pwg_hifigan",
     "espnet_asr2": "softtok.adapters.espnet_asr2",
 }
 
@@ -48,8 +50,9 @@ class Imported:
     """What an adapter puts into a bundle.
 
     files: bundle name → file to copy; model: ``spec["model"]`` (what the adapter's loader needs, ``format`` is
-    added); codebooks: one per source; layers: each source's featurizer layer where the sources differ only in it
-    (per-layer k-means), else None (the featurizer's own); max_frames: longest window to decode at once.
+    added; a ``frame_rate`` there is checked against each source's); codebooks: one per source; layers: each
+    source's featurizer layer where the sources differ only in it (per-layer k-means), else None (the featurizer's
+    own); max_frames: longest window to decode at once.
     """
 
     files: Dict[str, Path]

@@ -43,6 +43,10 @@ def featurizer_sources(args: argparse.Namespace, imported: Imported) -> List[Dic
         if source["dim"] != codebook.dim:
             raise BundleError(f"source {i + 1}: {source['name']} features are {source['dim']}-dim, the codebook's "
                               f"centroids {codebook.dim}-dim")
+        rate = imported.model.get("frame_rate")
+        if rate and source.get("frame_rate") and abs(source["frame_rate"] - rate) > 1e-6:
+            raise BundleError(f"source {i + 1}: {source['name']} features are {source['frame_rate']:g} frames/s, the "
+                              f"model takes {rate:g} units/s")
     return sources
 
 
