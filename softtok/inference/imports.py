@@ -97,7 +97,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     for name in ADAPTERS:
         module = adapter(name)
-        f = sub.add_parser(name, help=module.__doc__.split("\n")[0], description=module.__doc__)
+        f = sub.add_parser(name, help=module.__doc__.split("\n")[0], description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_args(f)
         add_shared_args(f)
     return p

@@ -27,7 +27,8 @@ from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import run_dir_name
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import SEP, split_list
-from softtok.tokenizers.tau import SWEEP_FILE, SweepRule, Tau, best_tau, load_sweep, run_sweep, tau_grid
+from softtok.tokenizers.tau import (SWEEP_FILE, SweepRule, Tau, best_tau, load_sweep, run_sweep, sweep_choice,
+                                    tau_grid)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ ASR_RULE = SweepRule(minimise=("wer", "cer"), guard="cer", max_rise=MAX_CER_RISE
 def choose_tau(rows: Sequence[Dict[str, Any]], hard: Dict[str, float]) -> Dict[str, Any]:
     """The sweep row with the lowest dev WER (then CER) among τ whose CER stays within ``MAX_CER_RISE`` of hard's.
 
-    Where no τ qualifies, the smallest τ (the one closest to hard decoding) is returned, marked ``eligible: False``.
+    Where no τ qualifies, the smallest τ (the one closest to hard decoding) is returned, marked ``eligible: False``;
+    where the choice does not lower hard's dev WER, it is marked ``beats_hard: False`` and soft(τ*) is hard.
     """
     return ASR_RULE.choose(rows, hard)
 
@@ -64,7 +66,8 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
     sweep = run_sweep(grid, score, ("wer", "cer", "seconds"), ("wer", "cer"), ASR_RULE, set_name, scale)
     sweep.save(exp)
     best = sweep.best
-    return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": sweep.hard["wer"]}
+    return {"tau": best["tau"], "factor": best["factor"], "dev_wer_soft": best["wer"], "dev_wer_hard": sweep.hard["wer"],
+            "soft_is_hard": not best["beats_hard"]}
 
 
 def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search: str = "greedy") -> Dict[str, Any]:
@@ -74,7 +77,8 @@ def decode_sets(exp_dir: str, dump: str, data: str, sets: Sequence[str], search:
     if config.get("n_tokens") is None:
         heads = [("continuous", None)]
     else:
-        heads = [("hard", None), ("soft", best_tau(exp))]
+        tau = best_tau(exp)
+        heads = [("hard", None)] + ([("soft", tau)] if tau is not None else [])  # None: soft(τ*) is hard
     done = 0
     for name in sets:
         for head, tau in heads:
@@ -104,9 +108,10 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
     for k in ks:
         model = exp_path / f"asr_hard_k{k}"
         sweep = load_sweep(model)
-        tau = sweep["best"]["tau"]
-        dirs = {"hard": model / decode_dir("hard", None, search),
-                "soft": model / decode_dir("soft", tau, search), "continuous": cont_dir}
+        tau = sweep_choice(sweep)
+        hard_dir = model / decode_dir("hard", None, search)
+        dirs = {"hard": hard_dir, "soft": hard_dir if tau is None else model / decode_dir("soft", tau, search),
+                "continuous": cont_dir}
         taus = {"soft": tau}
         soft_model = exp_path / f"asr_soft_k{k}"
         if (soft_model / SWEEP_FILE).is_file():
@@ -133,6 +138,8 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
                  if (dirs[h] / "test" / "decode.yaml").is_file()}
         per_k["_decode_seconds_test"] = times
         per_k["_tau_sweep"] = sweep
+        if tau is None:
+            per_k["_soft_is_hard"] = True
         if "soft_trained" in taus:
             per_k["_soft_trained"] = {"train_tau": load_yaml(soft_model / "config.yaml")["head_conf"]["tau"],
                                       "tau_sweep": load_sweep(soft_model)}
@@ -168,8 +175,10 @@ HEAD_TITLES = {"hard": "hard", "soft": "soft (τ*)", "continuous": "continuous",
 DIFF_TITLES = {"soft_vs_hard": "soft − hard", "soft_trained_vs_hard": "soft/soft − hard"}
 
 
-def _tau_text(tau: float | List[float]) -> str:
-    """τ (or a per-stream τ list, or per-stream scales) to 4 significant digits."""
+def _tau_text(tau: Optional[float | List[float]]) -> str:
+    """τ (or a per-stream τ list, or per-stream scales) to 4 significant digits; None (hard) as a dash."""
+    if tau is None:
+        return "–"
     return "/".join(f"{t:.4g}" for t in tau) if isinstance(tau, list) else f"{tau:.4g}"
 
 
@@ -184,7 +193,10 @@ def _choice_text(sweep: Dict[str, Any]) -> str:
         return "lowest dev WER."
     points = f"{rise:g} point{'' if rise == 1 else 's'}"
     if not sweep["best"].get("eligible", True):
-        return f"no τ kept dev CER within {points} of hard's, so the smallest τ was used."
+        return f"no τ kept dev CER within {points} of hard's, so soft (τ*) falls back to hard."
+    if sweep_choice(sweep) is None:
+        return (f"lowest dev WER among τ whose dev CER is within {points} of hard's; it did not beat hard's dev WER, "
+                "so soft (τ*) falls back to hard (its column repeats hard's).")
     return f"lowest dev WER among τ whose dev CER is within {points} of hard's."
 
 
@@ -216,6 +228,8 @@ def results_markdown(results: Dict[str, Any], commands: str) -> str:
         lines += ["", f"τ* = {_tau_text(sweep['best']['tau'])} ({sweep['best']['factor']} × median squared distance "
                   f"{_tau_text(sweep['median_sqdist'])}), chosen on {sweep['set']}: "
                   + _choice_text(sweep)]
+        if per_k.get("_soft_is_hard"):
+            lines.append("**No τ beat hard on dev: soft (τ*) is the hard head here.**")
         if "hard" in times and "soft" in times:
             lines.append(f"Decode time on test: hard {times['hard']:.1f} s, soft {times['soft']:.1f} s "
                          f"(ratio {times['soft'] / times['hard']:.2f}).")

@@ -104,8 +104,10 @@ class SweepRule:
     """How τ* is chosen: the row that minimises ``minimise`` (keys compared in order) among eligible rows.
 
     With a ``guard`` metric, a row is eligible when its guard stays within ``max_rise`` of the hard head's;
-    if none is, the smallest τ (the closest to hard) is taken and marked ``eligible: false``.
-    ``criterion`` names the metric in the record (the vocoder sweeps write it).
+    if none is, the smallest τ (the closest to hard) is taken and marked ``eligible: false``. The choice is marked
+    ``beats_hard`` when it is eligible and its first ``minimise`` metric is below hard's; where not, soft(τ*) is
+    the hard head (:func:`best_tau` returns None). ``criterion`` names the metric in the record (the vocoder
+    sweeps write it).
     """
 
     minimise: Tuple[str, ...]
@@ -118,11 +120,14 @@ class SweepRule:
             return tuple(row[k] for k in self.minimise)
 
         if self.guard is None:
-            return dict(min(rows, key=key))
-        eligible = [r for r in rows if r[self.guard] <= hard[self.guard] + self.max_rise]
-        if not eligible:
-            return {**min(rows, key=lambda r: r["tau"]), "eligible": False}
-        return {**min(eligible, key=key), "eligible": True}
+            best = dict(min(rows, key=key))
+        else:
+            eligible = [r for r in rows if r[self.guard] <= hard[self.guard] + self.max_rise]
+            best = ({**min(eligible, key=key), "eligible": True} if eligible
+                    else {**min(rows, key=lambda r: _first_tau(r["tau"])), "eligible": False})
+        metric = self.minimise[0]
+        best["beats_hard"] = bool(best.get("eligible", True) and metric in hard and best[metric] < hard[metric])
+        return best
 
 
 @dataclass
@@ -150,11 +155,15 @@ class TauSweep:
         return {**out, "sweep": self.rows, "best": self.best}
 
     def save(self, exp_dir: str | Path) -> Path:
-        """Write ``<exp_dir>/tau_sweep.yaml``; warns when no τ was eligible."""
+        """Write ``<exp_dir>/tau_sweep.yaml``; warns when no τ beats hard (soft(τ*) is then the hard head)."""
         best = self.best
         if best.get("eligible") is False:
-            logger.warning("no τ keeps dev %s within %g of hard's %.2f; using the smallest, τ = %s",
-                           self.rule.guard, self.rule.max_rise, self.hard[self.rule.guard], tau_tag(best["tau"]))
+            logger.warning("no τ keeps dev %s within %s of hard's %s: soft(τ*) falls back to hard", self.rule.guard,
+                           format_number(self.rule.max_rise), format_number(self.hard[self.rule.guard]))
+        elif not best["beats_hard"]:
+            metric = self.rule.minimise[0]
+            logger.warning("no τ beats hard's dev %s (%s; best soft %s at τ = %s): soft(τ*) falls back to hard",
+                           metric, self.hard.get(metric, "not measured"), best[metric], tau_tag(best["tau"]))
         path = Path(exp_dir) / SWEEP_FILE
         save_yaml(path, self.record())
         return path
@@ -182,6 +191,17 @@ def load_sweep(exp_dir: str | Path) -> Dict[str, Any]:
     return load_yaml(path)
 
 
-def best_tau(exp_dir: str | Path) -> Tau:
-    """τ* of an experiment's sweep."""
-    return load_sweep(exp_dir)["best"]["tau"]
+def best_tau(exp_dir: str | Path) -> Optional[Tau]:
+    """τ* of an experiment's sweep, or None where no τ beat hard on dev (soft(τ*) is then the hard head)."""
+    return sweep_choice(load_sweep(exp_dir))
+
+
+def sweep_choice(sweep: Dict[str, Any]) -> Optional[Tau]:
+    """τ* of a sweep record, or None where its best soft τ did not beat hard (records before that rule: τ*)."""
+    best = sweep["best"]
+    return best["tau"] if best.get("beats_hard", True) else None
+
+
+def _first_tau(tau: Tau) -> float:
+    """A τ (or the first of a per-source list) for ordering rows by closeness to hard."""
+    return tau[0] if isinstance(tau, list) else tau

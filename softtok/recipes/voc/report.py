@@ -13,6 +13,7 @@ from softtok.recipes.voc.results import vocoder_conditions
 from softtok.reporting import commands_section, generated_by, nan_to_none, pyplot, save_figure, write_report
 from softtok.tokenizers.audio import read_audio, read_utterance
 from softtok.tokenizers.datadir import load_data_dir, read_kaldi_map
+from softtok.tokenizers.tau import sweep_choice
 
 # ---------------------------------------------------------------------------------------------- figures
 
@@ -131,7 +132,9 @@ def _sweep_lines(vocoder: str, sweep: Dict[str, Any]) -> List[str]:
     lines += [f"| hard | – | {sweep['hard']['mcd_db']:.3f} | {sweep['hard']['mel_dist']:.4f} |", "",
               f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
               f"{sweep['median_sqdist']:.4g}): lowest mean {sweep['set']} "
-              f"{'MCD' if key == 'mcd_db' else 'log-mel distance'}.", ""]
+              f"{'MCD' if key == 'mcd_db' else 'log-mel distance'}"
+              + ("." if sweep_choice(sweep) is not None else
+                 f", but not below hard's: **soft (τ*) falls back to hard** (its cells repeat hard's)."), ""]
     return lines
 
 

@@ -24,6 +24,7 @@ def vocoder_conditions(exp: Path, vocoder: str, k: int) -> Dict[str, Tuple[Path,
     if (hard_exp / "config.yaml").is_file():
         for head, tau in model_heads(hard_exp):
             conditions[head] = (hard_exp / synth_name(head, tau), tau)
+        conditions.setdefault("soft", conditions["hard"])  # no τ beat hard on dev: soft(τ*) is hard
     if (cont_exp / "config.yaml").is_file():
         conditions["continuous"] = (cont_exp / synth_name("continuous"), None)
     if not conditions:
@@ -67,8 +68,8 @@ def collect_results(exp: str, vocoders: Sequence[str], k: int, id_sets: Sequence
         for name in kinds:
             metrics = {c: load_json(d / name / "metrics.json") for c, (d, _) in conditions.items()
                        if (d / name / "metrics.json").is_file()}
-            entry: Dict[str, Any] = {c: {**m["summary"], **({"tau": conditions[c][1]} if conditions[c][1] else {})}
-                                     for c, m in metrics.items()}
+            entry: Dict[str, Any] = {c: {**m["summary"], **({"tau": conditions[c][1]} if c == "soft" else {})}
+                                     for c, m in metrics.items()}  # soft's τ None: no τ beat hard, soft is hard
             if "soft" in metrics and "hard" in metrics:
                 entry["soft_vs_hard"] = _paired(metrics["hard"], metrics["soft"], conditions["hard"][0] / name,
                                                 conditions["soft"][0] / name)

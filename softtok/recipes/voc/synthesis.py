@@ -55,7 +55,8 @@ def model_heads(exp_dir: str | Path) -> List[Tuple[str, Optional[Tau]]]:
     exp = Path(exp_dir)
     if load_yaml(exp / "config.yaml").get("n_tokens") is None:
         return [("continuous", None)]
-    return [("hard", None), ("soft", best_tau(exp))]
+    tau = best_tau(exp)
+    return [("hard", None)] + ([("soft", tau)] if tau is not None else [])  # None: no τ beat hard, soft(τ*) is hard
 
 
 def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
@@ -82,7 +83,7 @@ def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] 
     sweep.save(exp)
     best = sweep.best
     return {"tau": best["tau"], "factor": best["factor"], f"dev_{key}_soft": round(best[key], 4),
-            f"dev_{key}_hard": round(sweep.hard[key], 4)}
+            f"dev_{key}_hard": round(sweep.hard[key], 4), "soft_is_hard": not best["beats_hard"]}
 
 
 def synth_eval(exp_dir: str, dump: str, data: str, id_sets: Sequence[str], ood_sets: Sequence[str],
