@@ -19,6 +19,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import softtok
 from conftest import SPEECHOCEAN, make_speechocean_subset, needs_whisper
@@ -320,8 +321,8 @@ def hypotheses(model, feats, **settings) -> Dict[str, str]:
 def test_bundle_records_the_layers_and_their_table_blocks(dasb, bundle):
     spec = read_bundle(bundle).spec
     assert spec["model"]["format"] == "speechbrain_dasb" and spec["kind"] == "asr"
-    assert [s["layer"] for s in spec["sources"]] == [2, 4] and spec["model"]["layers"] == [2, 4]
-    assert spec["model"]["table_offsets"] == [0, K]
+    assert [s["layer"] for s in spec["sources"]] == spec["model"]["layers"] == LAYERS  # ssl_layer_num's order
+    assert spec["model"]["table_offsets"] == [K, 0]  # layer 4's ids are the second block: DiscreteSSL sorts
     assert spec["model"]["weights"]["encoder"] == {"file": "ckpt/model.ckpt", "prefix": "0."}
     assert spec["model"]["weights"]["attention"] == {"file": "ckpt/attention_mlp.ckpt", "prefix": ""}
     assert not any("codec" in name for name in spec["files"])  # the SSL model's weights stay out
@@ -331,9 +332,9 @@ def test_bundle_records_the_layers_and_their_table_blocks(dasb, bundle):
 
 def test_hard_and_cold_soft_give_speechbrains_own_hypotheses(dasb, loaded):
     model, feats = loaded
-    hard = model.head("hard")
+    hard, ascending = model.head("hard"), [sorted(LAYERS).index(layer) for layer in LAYERS]
     for u in feats:  # the bundle's hard head picks the k-means' own predictions
-        assert torch.equal(hard(torch.from_numpy(feats[u])).ids, dasb["ids"][u])
+        assert torch.equal(hard(torch.from_numpy(feats[u])).ids, dasb["ids"][u][:, ascending])
     data = TokenASRData(ArrayFeatures(feats, model.source_dims))
     assert len(model.decoder("hard").groups(data)[0]) == len(feats)  # one padded batch of every length, packed
     assert sum(len(h) for h in dasb["greedy"].values()) > 0
@@ -385,6 +386,24 @@ def test_kmeans_named_for_another_layer_is_refused(dasb, tmp_path, caplog):
     assert len(errors) == 1 and "named for layer 2, but it stands for layer 4" in errors[0], errors
 
 
+def test_feature_dumps_of_other_layers_are_refused(dasb, bundle, tmp_path, caplog):
+    scps = []
+    for source in read_bundle(bundle).sources:  # softtok dumps' feats.yaml of each layer, in ssl_layer_num's order
+        spec = {"feature": source["name"], "dim": source["dim"], "frame_rate": source["frame_rate"],
+                "layer": source["layer"], **source["options"]}
+        (tmp_path / str(source["layer"])).mkdir()
+        (tmp_path / str(source["layer"]) / "feats.yaml").write_text(yaml.safe_dump(spec))
+        scps.append(str(tmp_path / str(source["layer"]) / "feats.scp"))
+    args = import_args(dasb, tmp_path / "out")
+    at = args.index("--feature")
+    args[at:at + 2] = ["--feats", ",".join(reversed(scps))]
+    assert main(args) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "features are of layers [2, 4], the model's tokens of layers [4, 2]" in errors[0]
+    args[at + 1] = ",".join(scps)
+    assert main(args) == 0
+
+
 REFUSALS = {  # case: (edits of the saved hyperparams.yaml (regex, replacement), what the one line names)
     "pickle": ([], "--allow-pickle"),
     "deduplicate": ([(r"(deduplicate: (&\w+ )?)\[false, false\]", r"\1[true, false]")],
@@ -395,7 +414,8 @@ REFUSALS = {  # case: (edits of the saved hyperparams.yaml (regex, replacement),
                 "enc: speechbrain.lobes.models.transformer"),
     "num_codebooks": ([(r"(Discrete_EmbeddingLayer\n\s+num_codebooks:) 2", r"\1 3")],
                       "discrete_embedding_layer.num_codebooks: 3"),
-    "vocab_size": ([(rf"vocab_size: {K}", f"vocab_size: {2 * K}")], f"vocab_size: {2 * K}, but layer 2's k-means"),
+    "vocab_size": ([(rf"vocab_size: {K}", f"vocab_size: {2 * K}")],
+                   f"vocab_size: {2 * K}, but layer 4's k-means has K={K}"),
     "applyref": ([(r"seed: 1986", "seed: !applyref:os.getcwd []")], "!applyref:os.getcwd runs code"),
 }
 

@@ -1,16 +1,19 @@
 """SpeechBrain DASB discrete-SSL CTC ASR (per-layer k-means ids → one embedding table → attention over layers).
 
-    softtok import-model speechbrain_dasb --hparams results/LSTM/discrete_ssl/1986/hyperparams.yaml \\
-        --ckpt-dir results/LSTM/discrete_ssl/1986/save --kmeans L1.npy,L3.npy,L7.npy,L12.npy,L18.npy,L23.npy \\
-        --feature hubert --checkpoint hubert_large_ll60k.pt --out-dir bundles/dasb_hubert
+    softtok import-model speechbrain_dasb --hparams results/MP3S-LSTM/discrete_ssl/1986/hyperparams.yaml \\
+        --ckpt-dir results/MP3S-LSTM/discrete_ssl/1986/save --kmeans L1.npy,L3.npy,L7.npy,L12.npy,L18.npy,L23.npy \\
+        --feature hubert --checkpoint hubert-large-ll60k/ --out-dir bundles/dasb_hubert
 
 DASB (the SpeechBrain benchmark's LibriSpeech ``ASR`` discrete-SSL recipe) quantises each SSL layer of
 ``ssl_layer_num`` with its own k-means (K = ``num_clusters``), offsets layer s's ids by s·K into the one table of
-its ``Discrete_EmbeddingLayer``, weights the layers' embeddings per frame with its ``AttentionMLP`` and feeds the sum
-to ``enc`` (an LSTM or ContextNet), ``ctc_lin`` and CTC. Each layer is one softtok source (the featurizer at that
-layer, its k-means codebook) and one token stream: hard ids look up rows of the layer's block, soft p(k|x) gives
-p @ block (softtok's :class:`~softtok.downstream.embedding.TokenEmbedding`, one per block), then the model's own
-attention pooling, encoder and SpeechBrain's CTC decoding (greedy, or ``test_beam_search`` without an LM).
+its ``Discrete_EmbeddingLayer`` (s: the layer's rank, as DiscreteSSL stacks the layers in ascending order),
+weights the layers' embeddings per frame with its ``AttentionMLP`` and feeds the sum to ``enc`` (an LSTM or
+ContextNet), ``ctc_lin`` and CTC. Each layer is one softtok source (the featurizer at that layer, its k-means
+codebook; ``--kmeans`` and ``--feats`` in ``ssl_layer_num``'s order) and one token stream: hard ids look up rows
+of the layer's block, soft p(k|x) gives p @ block (softtok's :class:`~softtok.downstream.embedding.TokenEmbedding`,
+one per block), then the model's own attention pooling, encoder and SpeechBrain's CTC decoding (greedy, or
+``test_beam_search`` without an LM). DASB's layer L (``hidden_states[L]`` of the SSL model, the output of
+transformer layer L) is the featurizer's ``--layer L``.
 
 Supported: ``enc``/``encoder`` of SpeechBrain's LSTM, GRU, RNN or ContextNet, ``num_codebooks`` an int, every
 layer's K equal to ``num_clusters``, labels from a ``CTCTextEncoder``. Refused, by hparam: deduplicated units,
@@ -272,7 +275,8 @@ def architecture(tree: Dict[str, Any], parts: Dict[str, ObjectSpec], layers: Lis
         raise AdapterError(f"{emb.key}.vocab_size: {vocab!r}, expected K > 0")
     _, blank = lookup(tree, "blank_index")
     _, beam = lookup(tree, "test_beam_search")
-    return {"layers": sorted(layers), "n_clusters": vocab, "table_offsets": [s * vocab for s in range(len(layers))],
+    ascending = sorted(layers)  # DiscreteSSL stacks the layers in ascending order: layer s's block is its rank's
+    return {"layers": layers, "n_clusters": vocab, "table_offsets": [ascending.index(x) * vocab for x in layers],
             "embedding": {"emb_dim": emb.kwargs["emb_dim"], "hidden_dim": emb.kwargs.get("hidden_dim")},
             "attention": {"input_dim": att.kwargs["input_dim"], "hidden_dim": att.kwargs["hidden_dim"]},
             "encoder": {"cls": parts["encoder"].cls, "kwargs": parts["encoder"].kwargs},
@@ -337,9 +341,7 @@ def collect(args: argparse.Namespace) -> Imported:
     layers = ssl_layers(tree, args.layers, str(hparams))
     parts = model_parts(tree, str(hparams))
     arch = architecture(tree, parts, layers)
-    order = sorted(range(len(layers)), key=layers.__getitem__)  # DiscreteSSL stacks the layers in ascending order
     codebooks = load_kmeans(split_list(args.kmeans), layers, args.allow_pickle)
-    codebooks = [codebooks[i] for i in order]
     for layer, codebook in zip(arch["layers"], codebooks):
         if codebook.n_clusters != arch["n_clusters"]:
             raise AdapterError(f"{parts['embedding'].key}.vocab_size: {arch['n_clusters']}, but layer {layer}'s "
@@ -356,7 +358,7 @@ def collect(args: argparse.Namespace) -> Imported:
     pickled = [p for p in split_list(args.kmeans) if Path(p).suffix in PICKLES]
     notes = [f"SpeechBrain checkpoint {ckpt.name}"] + (["k-means read from joblib pickles (--allow-pickle)"]
                                                       if pickled else [])
-    return Imported(files=files, model=arch, codebooks=codebooks, layers=list(arch["layers"]), notes=notes)
+    return Imported(files=files, model=arch, codebooks=codebooks, layers=layers, notes=notes)
 
 
 def check_import(arch: Dict[str, Any], files: Dict[str, Path], ckpt: Path) -> None:
