@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from softtok.adapters import AdapterError, Imported
+from softtok.adapters.kmeans_files import read_kmeans
 from softtok.adapters.speechbrain_hparams import (ObjectSpec, find_recoverable, flag_list, locate, lookup, object_spec,
                                                   pick_checkpoint, plain, read_hparams, load_state,
                                                   require_speechbrain)
@@ -294,27 +294,8 @@ def load_kmeans(paths: List[str], layers: List[int], allow_pickle: bool) -> List
         named = re.search(r"_L(\d+)\.[^.]+$", path.name)
         if named and int(named.group(1)) != layer:
             raise AdapterError(f"{path}: named for layer {named.group(1)}, but it stands for layer {layer} here")
-        codebooks.append(read_kmeans(path, allow_pickle))
+        codebooks.append(read_kmeans(path, allow_pickle, PICKLES, "DASB's joblib k-means"))
     return codebooks
-
-
-def read_kmeans(path: Path, allow_pickle: bool) -> Codebook:
-    """Centroids (K, D) from a .npy, or from a joblib-pickled sklearn k-means (``cluster_centers_``)."""
-    if not path.is_file():
-        raise AdapterError(f"{path}: k-means file not found")
-    if path.suffix == ".npy":
-        return Codebook.load(path)
-    if path.suffix not in PICKLES:
-        raise AdapterError(f"{path}: expected a centroid .npy or a joblib k-means ({', '.join(PICKLES)})")
-    if not allow_pickle:
-        raise AdapterError(f"{path}: a pickle runs code when loaded; pass --allow-pickle if you trust it, or give "
-                           "its centroids as a (K, D) .npy")
-    import joblib
-
-    centres = getattr(joblib.load(path), "cluster_centers_", None)
-    if centres is None:
-        raise AdapterError(f"{path}: no cluster_centers_ (not a fitted sklearn k-means)")
-    return Codebook(np.ascontiguousarray(centres, dtype=np.float32), {"imported_from": str(path.resolve())})
 
 
 def label_file(tree: Dict[str, Any], ckpt: Path, given: Optional[str]) -> Path:
