@@ -51,6 +51,18 @@ def make_speechocean_subset(dest: Path, n_utts: int, split: str = "train") -> Pa
     return write_data_dir(dest, wav, {u: src.text[u] for u in utts}, {u: src.utt2spk[u] for u in utts})
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a busy
+    2-core machine OpenMP spin-waiting makes 2 threads ~100x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def so_data(tmp_path_factory) -> Path:
     """Twelve real speechocean762 train utterances."""

@@ -21,6 +21,8 @@ from softtok.tokenizers.fileio import ArkScpWriter
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 16000
 K, DIM = 4, 8
 PITCH = (200.0, 300.0, 450.0, 650.0)  # Hz of each synthetic token
@@ -34,15 +36,6 @@ def _harmonic(seconds: float, f0: float = 140.0, seed: int = 0) -> np.ndarray:
     x = sum(0.3 / k * np.sin(k * phase) for k in range(1, 30)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))
     x = x + 0.003 * np.random.default_rng(seed).standard_normal(len(t))
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spin-waiting makes 2 threads ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ ADAPTERS: Dict[str, str] = {
     "code_hifigan": "softtok.adapters.code_hifigan",
     "pwg_hifigan": "softtok.adapters.pwg_hifigan",
     "espnet_asr2": "softtok.adapters.espnet_asr2",
+    "speechbrain_dasb": "softtok.adapters.speechbrain_dasb",
 }
 
 

@@ -23,9 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
-
 from softtok.adapters import AdapterError, Imported
+from softtok.adapters.kmeans_files import read_kmeans
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.kmeans import Codebook
 
@@ -163,22 +162,7 @@ def load_codebook(path: Path, allow_pickle: bool) -> Codebook:
         if len(found) != 1:
             raise AdapterError(f"{path}: expected one km_<K>.mdl in the km dir, found {len(found)}")
         path = found[0]
-    if not path.is_file():
-        raise AdapterError(f"{path}: k-means model not found")
-    if path.suffix == ".npy":
-        return Codebook.load(path)
-    if path.suffix not in PICKLE_SUFFIXES:
-        raise AdapterError(f"{path}: give a centroid .npy or ESPnet's km_<K>.mdl")
-    if not allow_pickle:
-        raise AdapterError(f"{path}: a pickle (ESPnet's joblib MiniBatchKMeans); unpickling runs code from the file: "
-                           f"give --allow-pickle if you trust it, or convert it once where you do: python -c \"import "
-                           f"joblib, numpy; numpy.save('km.npy', joblib.load('{path}').cluster_centers_)\"")
-    import joblib
-
-    centres = getattr(joblib.load(path), "cluster_centers_", None)
-    if centres is None or np.ndim(centres) != 2:
-        raise AdapterError(f"{path}: no cluster_centers_ (K, D) in the pickled object")
-    return Codebook(np.ascontiguousarray(centres, dtype=np.float32), {"source": str(path.resolve())})
+    return read_kmeans(path, allow_pickle, PICKLE_SUFFIXES, "ESPnet's km_<K>.mdl")
 
 
 def resolve_model_file(exp: Path, name: str) -> Path:

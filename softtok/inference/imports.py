@@ -39,6 +39,9 @@ def featurizer_sources(args: argparse.Namespace, imported: Imported) -> List[Dic
                           "--feats DUMP/feats.scp")
     if len(sources) != len(imported.codebooks):
         raise BundleError(f"{len(sources)} feature source(s) for {len(imported.codebooks)} codebook(s)")
+    if imported.layers and [s["layer"] for s in sources] != imported.layers:
+        raise BundleError(f"the features are of layers {[s['layer'] for s in sources]}, the model's tokens of layers "
+                          f"{imported.layers}")
     for i, (source, codebook) in enumerate(zip(sources, imported.codebooks)):
         if source["dim"] != codebook.dim:
             raise BundleError(f"source {i + 1}: {source['name']} features are {source['dim']}-dim, the codebook's "

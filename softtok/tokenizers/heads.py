@@ -67,6 +67,17 @@ class TokenInput:
         return sum(t.numel() * t.element_size() for t in (self.ids, self.probs, self.weights, self.feats)
                    if t is not None)
 
+    def stream(self, s: int, size: Optional[int] = None) -> "TokenInput":
+        """Stream ``s`` alone, its axis kept (length 1), for a model that embeds each stream on its own; ``size``
+        (its K) drops the zero padding dense probabilities carry for streams with fewer centres."""
+        if self.kind == "feats":
+            raise ValueError("continuous features have no token streams")
+        if self.kind == "ids":
+            return TokenInput("ids", ids=self.ids[..., s:s + 1])
+        if self.kind == "probs":
+            return TokenInput("probs", probs=self.probs[..., s:s + 1, :size])
+        return TokenInput("topk", ids=self.ids[..., s:s + 1, :], weights=self.weights[..., s:s + 1, :])
+
     def single_stream(self) -> Dict[str, torch.Tensor]:
         """The tensors of a one-stream input without the stream axis (the token file layouts)."""
         if self.kind == "feats":
