@@ -343,28 +343,38 @@ def ensure_voc_data(work: Path, sizes: Sizes) -> Dict[str, str]:
     return paths
 
 
-def smoke_sections(path: Path, keys: Sequence[str]) -> Dict[str, Any]:
-    """The model sections of a smoke config: the dry run's tiny models, built by the same code as the GPU ones."""
-    from softtok.tokenizers.fileio import load_yaml
-
-    conf = load_yaml(path)
-    return {k: conf[k] for k in keys}
+def shrunk_asr_model(model: Dict[str, Any]) -> Dict[str, Any]:
+    """train_gpu.yaml's model with every width and depth cut to a toy's: the same options, built by the same code."""
+    return {**model, "embed_dim": 32,
+            "encoder_conf": {**model["encoder_conf"], "output_size": 32, "attention_heads": 2, "linear_units": 64,
+                             "cgmlp_linear_units": 64, "num_blocks": 1},
+            "decoder_conf": {**model["decoder_conf"], "attention_heads": 2, "linear_units": 64, "num_blocks": 1}}
 
 
 def asr_overrides(dry: bool) -> Dict[str, Any]:
-    """One epoch of train_gpu.yaml (dry run: the smoke config's model and small batches)."""
+    """One epoch of train_gpu.yaml (dry run: its model shrunk, small batches, one thread)."""
+    from softtok.tokenizers.fileio import load_yaml
+
     base = {"max_epoch": 1, "keep_nbest": 1}
-    return {**base, **smoke_sections(ASR_CONF / "train_smoke.yaml", ["model"]), "batch_frames": 400,
-            "num_threads": 1} if dry else base
+    if not dry:
+        return base
+    model = shrunk_asr_model(load_yaml(ASR_CONF / "train_gpu.yaml")["model"])
+    return {**base, "model": model, "batch_frames": 400, "num_threads": 1}
 
 
 def voc_overrides(dry: bool) -> Dict[str, Any]:
-    """One epoch of hifigan_gpu.yaml (dry run: the smoke config's generator, discriminator and mel loss)."""
+    """One epoch of hifigan_gpu.yaml (dry run: 32 generator channels, the smoke config's discriminator widths under
+    the GPU config's scales and periods, short crops, small batches, one thread)."""
+    from softtok.tokenizers.fileio import load_yaml
+
     base = {"max_epoch": 1, "max_valid_utts": 2}
     if not dry:
         return base
-    return {**base, **smoke_sections(VOC_CONF / "hifigan_smoke.yaml", ["model", "discriminator", "mel_loss"]),
-            "batch_size": 2, "segment_frames": 16, "segments_per_utt": 2, "num_threads": 1, "max_valid_utts": 1}
+    gpu, smoke = load_yaml(VOC_CONF / "hifigan_gpu.yaml"), load_yaml(VOC_CONF / "hifigan_smoke.yaml")
+    widths = {k: v for k, v in smoke["discriminator"].items() if k.endswith("_params")}
+    return {**base, "model": {**gpu["model"], "channels": 32, "embed_dim": 16},
+            "discriminator": {**gpu["discriminator"], **widths}, "batch_size": 2, "segment_frames": 8,
+            "segments_per_utt": 2, "num_threads": 1, "max_valid_utts": 1}
 
 
 # ----------------------------------------------------------------------------- trainers
