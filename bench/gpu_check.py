@@ -51,7 +51,7 @@ def step_command(name: str, work: Path, dry: bool) -> List[str]:
     return [sys.executable, *script]
 
 
-def log_tail(log: Path, start: int, chars: int = 2500) -> str:
+def log_tail(log: Path, start: int, chars: int = 5000) -> str:
     """The end of what a step wrote to the log (it began at byte ``start``)."""
     with open(log, "rb") as f:
         f.seek(max(start, log.stat().st_size - chars))

@@ -81,7 +81,7 @@ def step_lines(steps: Dict[str, Any]) -> List[str]:
               for name, s in steps.items()]
     for name, s in steps.items():
         if s.get("tail"):
-            lines += ["", f"End of the output of {name}:", "", "```", *s["tail"].strip().splitlines()[-25:], "```"]
+            lines += ["", f"End of the output of {name}:", "", "```", *s["tail"].strip().splitlines()[-40:], "```"]
     return lines + [""]
 
 
