@@ -63,14 +63,16 @@ def layer_list(text: str) -> List[int]:
 
 def _add_learn_kmeans(sub) -> None:
     p = sub.add_parser("learn-kmeans", help="features -> k-means codebook (.npy + .yaml)",
-                       description="Learn K centroids from a feats.scp with faiss or sklearn.")
+                       description="Learn K centroids from a feats.scp with faiss, sklearn or torch (GPU "
+                                   "without faiss-gpu).")
     p.add_argument("--feats", required=True, help="feats.scp (feats.yaml beside it gives the spec)")
     p.add_argument("--n-clusters", type=int, required=True)
-    p.add_argument("--backend", choices=["faiss", "sklearn"], default="faiss")
+    p.add_argument("--backend", choices=["faiss", "sklearn", "torch"], default="faiss")
     p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to train on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kmeans-conf", type=yaml_mapping, default={},
-                   help="backend options, e.g. '{niter: 50}' (faiss) or '{n_init: 20}' (sklearn)")
+                   help="backend options, e.g. '{niter: 50}' (faiss), '{n_init: 20}' (sklearn) or "
+                        "'{device: cuda}' (torch)")
     p.add_argument("--out", required=True, help="output centroids .npy (a .yaml is written beside it)")
     p.set_defaults(func=_run_learn_kmeans)
 

@@ -1,4 +1,5 @@
-"""Data-parallel training helpers: batch sharding, single-process no-ops, and one DDP step (2 gloo ranks) = one step."""
+"""Data-parallel training helpers: batch sharding, single-process no-ops, one DDP step (2 gloo ranks) = one step, and a
+one-rank group made by the caller taking the DDP path."""
 
 from __future__ import annotations
 
@@ -231,6 +232,33 @@ def test_single_process_has_no_group_and_changes_nothing(monkeypatch, world):
         state = torch.get_rng_state()
         distributed.seed_rank(0, 3)
         assert torch.equal(state, torch.get_rng_state())
+
+
+def _one_rank(rank: int, port: int, out: str) -> None:
+    """A one-rank gloo group made here, without WORLD_SIZE (as bench/gpu_check.py makes nccl's): one wrapped step."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=1)
+    with distributed.session("cpu") as device:
+        model = tiny_asr()
+        net = distributed.wrap(model, device)
+        asr_step(net)
+        result = {"ddp": isinstance(net, torch.nn.parallel.DistributedDataParallel), "state": model.state_dict(),
+                  "stats": distributed.sum_stats({"a": 1.0}, 2)}
+    result["left_open"] = dist.is_initialized()
+    dist.destroy_process_group()
+    torch.save(result, out)
+
+
+def test_a_one_rank_group_made_by_the_caller_takes_the_ddp_path(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_one_rank, args=(port, str(tmp_path / "one.pt")), nprocs=1, join=True)
+    got = torch.load(tmp_path / "one.pt", weights_only=False)
+    assert got["ddp"] and got["left_open"] and got["stats"] == ({"a": 1.0}, 2)
+    model = tiny_asr()
+    asr_step(model)
+    assert max(float((got["state"][k] - v).abs().max()) for k, v in model.state_dict().items()) < 1e-6
 
 
 def test_bad_world_size_is_one_clear_error(monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from softtok.tokenizers.kmeans import Codebook, CodebookMismatch, inertia, learn_kmeans
+from softtok.tokenizers.kmeans import Codebook, CodebookMismatch, inertia, kmeans_plusplus_torch, learn_kmeans
 
 
 def blobs(n_per: int = 200, k: int = 4, dim: int = 8, seed: int = 0):
@@ -28,15 +28,25 @@ def blob_codebook() -> Codebook:
     return learn_kmeans(x, 16, backend="faiss", seed=0, feature_spec={"feature": "mfcc", "dim": 12})
 
 
-@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+@pytest.mark.parametrize("backend", ["faiss", "sklearn", "torch"])
 def test_backends_find_separated_clusters(backend):
     x, centres = blobs()
-    options = {"n_init": 3} if backend == "sklearn" else {}
+    options = {"n_init": 3} if backend == "sklearn" else {"device": "cpu"} if backend == "torch" else {}
     cb = learn_kmeans(x, 4, backend=backend, seed=1, **options)
     nearest = np.linalg.norm(cb.centroids[:, None] - centres[None], axis=2).min(axis=0)
     assert nearest.max() < 0.5  # every true centre recovered
     assert cb.meta["inertia"] == pytest.approx(inertia(x, cb.centroids))
     assert cb.meta["inertia"] < 1.2 * len(x) * x.shape[1]  # ≈ unit variance per dim
+
+
+def test_torch_kmeans_plusplus_spreads_seeds_and_survives_duplicates():
+    x, centres = blobs(n_per=50, k=8, dim=6)
+    seeds = kmeans_plusplus_torch(torch.from_numpy(x), 8, seed=0).numpy()
+    assert len({int(np.linalg.norm(centres - s, axis=1).argmin()) for s in seeds}) == 8  # one seed per cluster
+    same = torch.ones(30, 4)  # fewer distinct frames than K: seeds repeat, nothing divides by zero
+    assert torch.equal(kmeans_plusplus_torch(same, 5), torch.ones(5, 4))
+    cb = learn_kmeans(np.repeat(x[:3], 4, axis=0), 5, backend="torch", device="cpu", niter=3)
+    assert np.isfinite(cb.centroids).all()  # empty clusters keep their centroid
 
 
 def test_kmeans_input_errors():

@@ -11,7 +11,9 @@ rather than 1/n_total. :func:`scale_loss` multiplies each rank's loss by world·
 makes one DDP step the step on the union of the ranks' batches (tested against one process).
 
 Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) no process group exists and every function here is a
-no-op, so single-process training is exactly as before. BatchNorm statistics stay per rank (as
+no-op, so single-process training is exactly as before. A group its caller made itself is used as it is, one
+rank included: then the model is wrapped in DDP and the collectives run (bench/gpu_check.py checks nccl on one
+GPU this way). BatchNorm statistics stay per rank (as
 ESPnet's default, no SyncBatchNorm); the ASR configs' E-Branchformer has none.
 """
 
@@ -31,9 +33,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def in_group() -> bool:
+    """True while a process group exists (torchrun's, or one the caller made, of any size)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_size() -> int:
     """Number of processes in the group (1 without one)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if in_group() else 1
 
 
 def rank() -> int:
@@ -47,8 +54,8 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    """Wait for every rank (no-op in one process)."""
-    if world_size() > 1:
+    """Wait for every rank (no-op without a group)."""
+    if in_group():
         dist.barrier()
 
 
@@ -88,12 +95,12 @@ def _local_device(device: str) -> str:
 
 
 def wrap(model: torch.nn.Module, device: str) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when distributed, else ``model`` itself.
+    """``model`` in DistributedDataParallel when in a process group (one rank included), else ``model`` itself.
 
     ``static_graph``: the set of parameters a step uses never changes, which lets DDP accept parameters
     no loss reaches (e.g. the CTC layer at ``ctc_weight: 0``) without searching the graph every step.
     """
-    if world_size() == 1:
+    if not in_group():
         return model
     ids = [torch.device(device).index] if device.startswith("cuda") else None
     logger.info("distributed training: %d ranks (%s), rank 0 on %s", world_size(), dist.get_backend(), device)
@@ -122,9 +129,9 @@ def shard(groups: Sequence[T], drop_remainder: bool = True) -> List[T]:
 
 def scale_loss(loss: torch.Tensor, n: int) -> torch.Tensor:
     """This rank's loss (a mean over its ``n`` items) rescaled so DDP's gradient average is the mean over all items."""
-    world = world_size()
-    if world == 1:
+    if not in_group():
         return loss
+    world = world_size()
     total = torch.tensor([float(n)], device=loss.device)
     dist.all_reduce(total)
     return loss * (world * n / float(total.item()))
@@ -132,7 +139,7 @@ def scale_loss(loss: torch.Tensor, n: int) -> torch.Tensor:
 
 def sum_stats(totals: Dict[str, float], n: float) -> Tuple[Dict[str, float], float]:
     """Weighted stat sums and the weight summed over ranks (a rank with no batch may hold no keys)."""
-    if world_size() == 1:
+    if not in_group():
         return totals, n
     gathered: List[Tuple[Dict[str, float], float]] = [None] * world_size()  # type: ignore[list-item]
     dist.all_gather_object(gathered, (totals, n))
