@@ -247,15 +247,18 @@ def learn_torch(x: np.ndarray, k: int, seed: int = 0, niter: int = 10, init: str
     else:
         gen = torch.Generator(device=frames.device).manual_seed(seed)
         centres = frames[torch.randperm(len(frames), generator=gen, device=frames.device)[:k]].clone()
+    mean = centres.double().mean(0).float()
+    centres = centres - mean  # distances from the seeds' mean, batch by batch: exact under a large common offset
     for _ in range(niter):
         sums, counts = torch.zeros_like(centres), torch.zeros(k, device=frames.device)
         c_sqnorm = (centres * centres).sum(1)
         for i in range(0, len(frames), batch):
-            ids = squared_distances(frames[i:i + batch], centres, c_sqnorm).argmin(dim=1)
-            sums.index_add_(0, ids, frames[i:i + batch])
+            part = frames[i:i + batch] - mean
+            ids = squared_distances(part, centres, c_sqnorm).argmin(dim=1)
+            sums.index_add_(0, ids, part)
             counts += torch.bincount(ids, minlength=k)
         centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
-    return centres.cpu().numpy().astype(np.float32)
+    return (centres + mean).cpu().numpy().astype(np.float32)
 
 
 LEARNERS = {"faiss": learn_faiss, "sklearn": learn_sklearn, "torch": learn_torch}
