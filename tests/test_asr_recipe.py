@@ -18,6 +18,7 @@ from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.asr.train import train
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import TokenInput
+from softtok.tokenizers.tau import sweep_choice
 
 RECIPE = REPO / "egs" / "speechocean762" / "asr" / "run.sh"
 
@@ -65,9 +66,11 @@ def check_dmel_smoke(root: Path) -> None:
     for name in ("dev", "test", "test_noisy_0db", "fsdd", "fsdd_nonus"):
         entry = results["K"]["16"][name]
         assert set(entry) >= {"hard", "soft", "continuous", "soft_vs_hard"} and entry["hard"]["wer"] >= 0
-    tau = results["K"]["16"]["_tau_sweep"]["best"]["tau"]
+    sweep = results["K"]["16"]["_tau_sweep"]
+    tau = sweep["best"]["tau"]
     assert isinstance(tau, float) and tau > 0  # one τ for the 80 channels of one codebook
-    assert (root / "exp_dmel" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "fsdd" / "wer.txt").is_file()
+    soft = f"decode_soft_tau{tau:g}_greedy" if sweep_choice(sweep) is not None else "decode_hard_greedy"
+    assert (root / "exp_dmel" / "asr_hard_k16" / soft / "fsdd" / "wer.txt").is_file()  # soft(τ*), or hard
     assert "learn-dmel" in (root / "results_dmel" / "RESULTS.md").read_text()
 
 
@@ -87,7 +90,9 @@ def test_smoke_recipe_exports_a_bundle_per_model(smoke):
         if model == "asr_continuous":
             assert spec["head"] == {"name": "continuous"} and "codebook" not in spec["sources"][0]
         else:
-            assert spec["head"]["tau"] == load_yaml(smoke / "exp" / model / "tau_sweep.yaml")["best"]["tau"]
+            sweep = load_yaml(smoke / "exp" / model / "tau_sweep.yaml")
+            assert spec["head"]["tau"] == sweep["best"]["tau"]
+            assert spec["head"]["name"] == ("soft" if sweep_choice(sweep) is not None else "hard")
 
 
 @needs_shared
@@ -101,10 +106,10 @@ def test_smoke_recipe_results_layout(smoke):
             entry = per_k[name]
             assert set(entry) >= {"hard", "soft", "continuous", "soft_trained", "soft_vs_hard", "soft_trained_vs_hard"}
             assert 0 <= entry["hard"]["wer"] and 0 <= entry["soft"]["cer"]
-            assert entry["soft"]["tau"] == per_k["_tau_sweep"]["best"]["tau"]
+            assert entry["soft"]["tau"] == sweep_choice(per_k["_tau_sweep"])  # None: no τ beat hard, soft is hard
             ci = entry["soft_vs_hard"]
             assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] >= 1000
-            assert entry["soft_trained"]["tau"] == per_k["_soft_trained"]["tau_sweep"]["best"]["tau"]
+            assert entry["soft_trained"]["tau"] == sweep_choice(per_k["_soft_trained"]["tau_sweep"])
     soft_config = load_yaml(smoke / "exp" / "asr_soft_k16" / "config.yaml")
     assert soft_config["head"] == "soft" and soft_config["tau_factor"] == 0.05
     assert soft_config["embed_init"] == "centroids"  # conf/train_smoke.yaml, as the CPU and GPU configs
@@ -114,8 +119,9 @@ def test_smoke_recipe_results_layout(smoke):
     assert training["asr_continuous"]["epochs"] == 2 and training["asr_continuous"]["train_seconds"] > 0
     sweep = load_yaml(smoke / "exp" / "asr_hard_k16" / "tau_sweep.yaml")
     assert sweep["set"] == "dev" and [r["factor"] for r in sweep["sweep"]] == [0.01, 0.05]
-    tau = sweep["best"]["tau"]
-    assert (smoke / "exp" / "asr_hard_k16" / f"decode_soft_tau{tau:g}_greedy" / "test" / "wer.txt").is_file()
+    tau = sweep_choice(sweep)
+    soft = f"decode_soft_tau{tau:g}_greedy" if tau is not None else "decode_hard_greedy"
+    assert (smoke / "exp" / "asr_hard_k16" / soft / "test" / "wer.txt").is_file()
     assert (smoke / "exp" / "asr_continuous" / "decode_continuous_greedy" / "fsdd" / "hyp").is_file()
     md = (smoke / "RESULTS.md").read_text()
     for text in ("## K = 32", "learn-kmeans", "speed-perturb", "soft/soft − hard", "## Training"):

@@ -77,8 +77,10 @@ def test_bundle_records_what_inference_needs(trained):
     sweep = yaml.safe_load((trained["root"] / "asr" / "tau_sweep.yaml").read_text())
     assert spec["format"] == 1 and spec["kind"] == "asr" and spec["sources"][0]["name"] == "whisper"
     assert spec["sources"][0]["checkpoint"]["sha256"] and spec["sources"][0]["frame_rate"] == 50.0
-    assert spec["head"] == {"name": "soft", "tau": sweep["best"]["tau"], "factor": sweep["best"]["factor"],
-                            "scale": sweep["median_sqdist"], "sweep": "tau_sweep.yaml", "sweep_set": "test"}
+    soft = {"name": "soft", "tau": sweep["best"]["tau"], "factor": sweep["best"]["factor"],
+            "scale": sweep["median_sqdist"], "sweep": "tau_sweep.yaml", "sweep_set": "test"}
+    fallback = {**soft, "name": "hard", "note": "no τ beat hard on dev"}
+    assert spec["head"] == (soft if sweep["best"]["beats_hard"] else fallback)
     assert set(spec["files"]) == {"config.yaml", "model.pth", "codebooks/0.npy", "codebooks/0.yaml", "tau_sweep.yaml"}
     assert read_bundle(trained["root"] / "b_mel").kind == "vocoder"
     with pytest.raises(BundleError, match="already exists"):
@@ -270,7 +272,7 @@ def test_bundle_default_head_is_hard_where_no_tau_beat_hard(tmp_path):
              "best": {"factor": 0.1, "tau": 0.35, "wer": 10.5, "cer": 5.0, "eligible": True, "beats_hard": False}}
     (tmp_path / "tau_sweep.yaml").write_text(yaml.safe_dump(sweep))
     head = default_head(tmp_path, {"n_tokens": 8})
-    assert head["name"] == "hard" and head["scale"] == 3.5 and "tau" not in head
+    assert head["name"] == "hard" and head["scale"] == 3.5 and head["tau"] == 0.35  # --head soft: the best τ
     sweep["best"]["beats_hard"] = True
     (tmp_path / "tau_sweep.yaml").write_text(yaml.safe_dump(sweep))
     assert default_head(tmp_path, {"n_tokens": 8})["tau"] == 0.35

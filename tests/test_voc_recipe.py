@@ -112,8 +112,9 @@ def test_smoke_recipe_exports_bundles(smoke):
     from softtok.inference.bundle import read_bundle
 
     head = read_bundle(smoke / "exp" / "bundles" / "voc_mel_hard_k16").spec["head"]
-    star = sweep_choice(load_yaml(smoke / "exp" / "voc_mel_hard_k16" / "tau_sweep.yaml"))
-    assert head["name"] == ("hard" if star is None else "soft") and head.get("tau") == star and head["scale"] > 0
+    sweep = load_yaml(smoke / "exp" / "voc_mel_hard_k16" / "tau_sweep.yaml")
+    assert head["name"] == ("hard" if sweep_choice(sweep) is None else "soft") and head["scale"] > 0
+    assert head["tau"] == sweep["best"]["tau"]  # --head soft takes the sweep's best τ even where hard is default
     assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_continuous").kind == "vocoder"
 
 

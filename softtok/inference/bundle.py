@@ -117,19 +117,19 @@ def write_bundle(out: Path, spec: Dict[str, Any], files: Dict[str, Path],
 
 
 def default_head(exp: Path, config: Dict[str, Any]) -> Dict[str, Any]:
-    """The head inference uses unless told otherwise: soft at the dev sweep's τ* for a token model that has one,
-    else the training head (hard, or continuous)."""
+    """The head inference uses unless told otherwise: soft at the dev sweep's τ* for a token model that has one
+    (hard where no τ beat hard on dev: ``--head soft`` then takes the sweep's best τ), else the training head."""
     if config.get("n_tokens") is None:
         return {"name": "continuous"}
     if not (exp / SWEEP_FILE).is_file():
         return {"name": config.get("head") or "hard", **({"tau": config["head_conf"]["tau"]}
                                                           if (config.get("head_conf") or {}).get("tau") else {})}
     sweep = load_sweep(exp)
-    if sweep_choice(sweep) is None:  # no τ beat hard on dev: hard by default, the scale kept for --tau-factor
-        return {"name": "hard", "scale": sweep["median_sqdist"], "sweep": SWEEP_FILE, "sweep_set": sweep.get("set"),
-                "note": "no τ beat hard on dev"}
-    return {"name": "soft", "tau": sweep["best"]["tau"], "factor": sweep["best"]["factor"],
+    head = {"name": "soft", "tau": sweep["best"]["tau"], "factor": sweep["best"]["factor"],
             "scale": sweep["median_sqdist"], "sweep": SWEEP_FILE, "sweep_set": sweep.get("set")}
+    if sweep_choice(sweep) is None:  # hard by default; --head soft still takes the sweep's best τ
+        head.update(name="hard", note="no τ beat hard on dev")
+    return head
 
 
 @dataclass

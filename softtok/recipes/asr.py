@@ -115,8 +115,9 @@ def collect_results(exp: str, ks: Sequence[int], sets: Sequence[str], subsets: D
         taus = {"soft": tau}
         soft_model = exp_path / f"asr_soft_k{k}"
         if (soft_model / SWEEP_FILE).is_file():
-            taus["soft_trained"] = best_tau(soft_model)
-            dirs["soft_trained"] = soft_model / decode_dir("soft", taus["soft_trained"], search)
+            taus["soft_trained"] = best_tau(soft_model)  # None: no τ beat its hard decoding on dev
+            dirs["soft_trained"] = soft_model / decode_dir("hard" if taus["soft_trained"] is None else "soft",
+                                                           taus["soft_trained"], search)
         per_k: Dict[str, Any] = {}
         for name in sets:
             tables = {h: load_per_utt(d / name) for h, d in dirs.items() if (d / name / "per_utt.txt").is_file()}
