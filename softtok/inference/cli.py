@@ -182,7 +182,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio files (any format soundfile reads, any sample rate), folders of them, a wav.scp or a "
                         "Kaldi data dir")
-    p.add_argument("--head", choices=sorted(HEADS), help="default: the bundle's (soft at its dev τ*)")
+    p.add_argument("--head", choices=sorted(HEADS), help="default: the bundle's (soft at its dev τ*, or hard where "
+                   "no τ beat hard on dev); soft when --tau, --tau-factor or --top-k is given")
     tau = p.add_mutually_exclusive_group()
     tau.add_argument("--tau", type=float, help="soft temperature (default: the bundle's τ*)")
     tau.add_argument("--tau-factor", type=float, help="τ as this multiple of the bundle's τ scale (median nearest "

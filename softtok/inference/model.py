@@ -73,9 +73,11 @@ class SoftTokenModel:
 
     def head_args(self, name: Optional[str] = None, tau: Optional[Tau] = None, tau_factor: Optional[float] = None,
                   top_k: Optional[int] = None) -> Tuple[str, Any, Dict[str, Any]]:
-        """(head name, codebooks, head options) for the given settings, defaults from the bundle."""
+        """(head name, codebooks, head options) for the given settings, defaults from the bundle (a τ, τ factor or
+        top-k given without a head means soft)."""
         default = self.default_head
-        name = name or default["name"]
+        soft_settings = tau is not None or tau_factor is not None or top_k is not None
+        name = name or ("soft" if soft_settings else default["name"])
         if tau is not None and tau_factor is not None:
             raise ValueError("give tau or tau_factor, not both")
         if name == "soft" and tau is None:
