@@ -101,7 +101,7 @@ def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, 
         bar = tqdm(total=len(utts), desc=f"{featurizer.name} shard {rank}/{nshard}", unit="utt",
                    disable=not progress, position=rank if nshard > 1 else None)
         for batch in _batches(utts, batch_size):
-            waves = [read_utterance(data, u) for u in batch]
+            waves = [read_utterance(data, u, max_samples=featurizer.max_samples) for u in batch]
             feats = featurizer.batch(waves) if len(batch) > 1 else [featurizer(waves[0])]
             for utt, f in zip(batch, feats):
                 f = f.detach().float().cpu()
