@@ -80,8 +80,9 @@ def resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     torchaudio's windowed-sinc resampler where its kernel is small (every usual rate: results stay those of earlier
     versions); otherwise ``scipy.signal.resample_poly``, a polyphase FIR with the exact ratio new/orig, whose filter
     has ~20·max(new', orig') taps but costs ~20·max/new' multiply-adds per output sample (44,101 Hz or 8,001 Hz →
-    16 kHz: about 0.1 s per second of audio, where the sinc kernel would take gigabytes). scipy is already a
-    dependency (of scikit-learn); soxr would also do, but is only a transitive dependency of espnet's librosa.
+    16 kHz: 0.1 to 0.2 s per second of audio on a busy 2-core machine, where the sinc kernel would take
+    gigabytes). scipy is already a dependency (of scikit-learn); soxr would also do, but is only a transitive
+    dependency of espnet's librosa.
     """
     if orig == new:
         return wave
