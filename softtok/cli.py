@@ -187,6 +187,7 @@ ASR_VERBS: Dict[str, Verb | Choice] = {
     "sweep-tau": Verb("softtok.recipes.asr", "decode dev over the τ grid; write tau_sweep.yaml", True),
     "decode-sets": Verb("softtok.recipes.asr", "decode sets with hard and soft(τ*) (or continuous)", True),
     "results": Verb("softtok.recipes.asr", "results.json, RESULTS.md and plots of a token-ASR experiment", True),
+    "render": Verb("softtok.recipes.asr", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }
 VOC_VERBS: Dict[str, Verb | Choice] = {
     "train": Choice("--vocoder", {
@@ -202,6 +203,7 @@ VOC_VERBS: Dict[str, Verb | Choice] = {
     "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the Griffin-Lim oracle", True),
     "synth-eval": Verb("softtok.recipes.voc.cli", "synthesise and score sets with hard and soft(τ*) (or continuous)", True),
     "results": Verb("softtok.recipes.voc.cli", "results.json, RESULTS.md and PNGs of a unit-vocoder experiment", True),
+    "render": Verb("softtok.recipes.voc.cli", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }
 GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {
     "asr": ("token ASR: training, decoding, the τ sweep, decoding of sets, results", ASR_VERBS),

@@ -213,7 +213,7 @@ def learn_faiss(x: np.ndarray, k: int, seed: int = 0, niter: int = 10, init: str
     """Lloyd k-means with faiss on all given frames, on the GPUs :func:`faiss_gpus` picks (default: all visible).
 
     ``niter=10``: bench/RESULTS.md measured it ≥ 6× faster than sklearn's MiniBatchKMeans
-    defaults at equal or lower inertia; 50 iterations gained < 1.5 % inertia at 5× the time.
+    defaults at equal or lower inertia; 50 iterations gained < 1.5 % inertia at 2.9–4.8× the time.
 
     ``init="k-means++"`` seeds from k-means++ (faiss's own random init can leave
     clusters merged); ``"random"`` is faiss's default.
