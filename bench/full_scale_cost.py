@@ -412,6 +412,13 @@ def kmeanspp_section(ks: Sequence[int], d: int, repeats: int) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- totals
+def config_value(conf_path: Path, key: str) -> Any:
+    """``key`` of a training config as the file says now (the schedule the totals describe; not a measured cost)."""
+    from softtok.tokenizers.fileio import load_yaml
+
+    return load_yaml(str(conf_path))[key]
+
+
 def totals(r: Dict[str, Any], niter: int) -> Dict[str, Any]:
     """Per-recipe FLOPs, CPU hours (1 thread, extrapolated from the measurements) and H100 GPU-hour estimates."""
     out: Dict[str, Any] = {}
@@ -429,7 +436,7 @@ def totals(r: Dict[str, Any], niter: int) -> Dict[str, Any]:
     epochs = asr["conf"]["max_epoch"]
     cpu_step_b = asr["per_k"]["k1024"]["cpu_s_median"]
     out["asr"] = {"utts_per_batch": per_batch, "steps_per_epoch": steps, "epochs": epochs,
-                  "total_steps": steps * epochs, "per_k": {}}
+                  "total_steps": steps * epochs, "warmup_steps": config_value(ASR_CONF, "warmup_steps"), "per_k": {}}
     for name, row in asr["per_k"].items():
         train_flops = row["step_flops"] / b * LIBRI_TRAIN_UTTS * epochs
         valid_flops = row.get("forward_flops", 0) / b * DEV_UTTS * epochs
@@ -573,7 +580,9 @@ def render_markdown(r: Dict[str, Any]) -> str:
                      f"{row['kmeanspp_flops']:.2e} | {row['kmeanspp_cpu_hours_1thread']:.2f} | (CPU) | – |")
     lines += [
         "", f"The ASR schedule: {a['total_steps']:,} optimizer steps in {a['epochs']} epochs, "
-        f"against warmup_steps = {asr['conf']['warmup_steps']:,}.", "",
+        f"against warmup_steps = {a['warmup_steps']:,} ({ASR_CONF.relative_to(ROOT)} when this file was rendered"
+        + ("" if a["warmup_steps"] == asr["conf"]["warmup_steps"] else
+           f"; the measured run read {asr['conf']['warmup_steps']:,}, which changes no step's cost") + ").", "",
         "### egs/ljspeech/voc (conf/hifigan_gpu.yaml)", "",
         f"LJSpeech {LJ_UTTS:,} utts ({LJ_HOURS} h), {LJ_UTTS - LJ_HELD_OUT:,} train after dev/test_id; "
         f"{v['steps_per_epoch']:,} steps/epoch × {v['epochs']} epochs = {v['total_steps']:,} steps per model, "

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from softtok.common import run_job, setup_logging, yaml_mapping
+from softtok.common import int_at_least, run_job, setup_logging, yaml_mapping
 
 logger = logging.getLogger("softtok")
 
@@ -34,7 +34,7 @@ def _add_dump_features(sub) -> None:
     p.add_argument("--nj", type=int, default=1, help="local parallel jobs (one process per shard)")
     p.add_argument("--shard", help="run only shard i/N (0-based), e.g. for array jobs")
     p.add_argument("--merge", type=int, metavar="N", help="only merge the N shards an array job wrote")
-    p.add_argument("--batch-size", type=int, default=1, help="utterances per forward pass")
+    p.add_argument("--batch-size", type=int_at_least(1), default=1, help="utterances per forward pass")
     p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
     p.add_argument("--compress", action="store_true",
                    help="Kaldi two-byte compressed matrices (CM2): half the disk, 16-bit steps of each matrix's range")
@@ -66,7 +66,7 @@ def _add_learn_kmeans(sub) -> None:
                        description="Learn K centroids from a feats.scp with faiss, sklearn or torch (GPU "
                                    "without faiss-gpu).")
     p.add_argument("--feats", required=True, help="feats.scp (feats.yaml beside it gives the spec)")
-    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--n-clusters", type=int_at_least(1), required=True)
     p.add_argument("--backend", choices=["faiss", "sklearn", "torch"], default="faiss")
     p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to train on")
     p.add_argument("--seed", type=int, default=0)
@@ -89,7 +89,7 @@ def _add_learn_dmel(sub) -> None:
                        description="dMel (Bai et al., 2024): each log-mel channel quantised to N_BINS values evenly "
                                    "spaced between the training data's min and max; one stream per channel.")
     p.add_argument("--feats", required=True, help="feats.scp of log-mel features (fbank)")
-    p.add_argument("--n-bins", type=int, required=True, help="bins per channel (2^bits, e.g. 16)")
+    p.add_argument("--n-bins", type=int_at_least(2), required=True, help="bins per channel (2^bits, e.g. 16)")
     p.add_argument("--per-channel-range", action="store_true", help="each channel's own min/max (default: global)")
     p.add_argument("--portion", type=float, default=1.0, help="fraction of utterances to take min/max over")
     p.add_argument("--seed", type=int, default=0)
@@ -187,6 +187,7 @@ ASR_VERBS: Dict[str, Verb | Choice] = {
     "sweep-tau": Verb("softtok.recipes.asr", "decode dev over the τ grid; write tau_sweep.yaml", True),
     "decode-sets": Verb("softtok.recipes.asr", "decode sets with hard and soft(τ*) (or continuous)", True),
     "results": Verb("softtok.recipes.asr", "results.json, RESULTS.md and plots of a token-ASR experiment", True),
+    "render": Verb("softtok.recipes.asr", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }
 VOC_VERBS: Dict[str, Verb | Choice] = {
     "train": Choice("--vocoder", {
@@ -202,6 +203,7 @@ VOC_VERBS: Dict[str, Verb | Choice] = {
     "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the Griffin-Lim oracle", True),
     "synth-eval": Verb("softtok.recipes.voc.cli", "synthesise and score sets with hard and soft(τ*) (or continuous)", True),
     "results": Verb("softtok.recipes.voc.cli", "results.json, RESULTS.md and PNGs of a unit-vocoder experiment", True),
+    "render": Verb("softtok.recipes.voc.cli", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }
 GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {
     "asr": ("token ASR: training, decoding, the τ sweep, decoding of sets, results", ASR_VERBS),

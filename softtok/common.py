@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import numbers
+import pickle
 import queue
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, TypeVar
@@ -13,15 +16,63 @@ import yaml
 
 T = TypeVar("T")
 
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotImplementedError)
+# What a job reports as one error line (bad input, OS faults naming their path, unreadable YAML or pickles);
+# anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, NotImplementedError, yaml.YAMLError, pickle.UnpicklingError,
+               EOFError)
 
 
 def yaml_mapping(text: str) -> Dict[str, Any]:
     """argparse type for ``--*-conf '{tau: 8}'`` options (a YAML or JSON mapping)."""
-    value = yaml.safe_load(text) if text else {}
+    try:
+        value = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"invalid YAML {text!r}: {error_line(exc)}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{tau: 8}}', got {text!r}")
     return value
+
+
+def positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int when it is a whole number >= ``minimum`` (bools are not numbers), else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a float when it is a finite number > 0 (bools are not numbers), else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum`` (``--top-k 0`` is refused at parsing, not ignored later)."""
+
+    def parse(text: str) -> int:
+        try:
+            return positive_int(int(text), "the value", minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a user-facing error: an OSError as ``path: reason``, a YAML error as ``file:line: problem``."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {exc.strerror or exc}"
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.YAMLError) and mark is not None:
+        problem = getattr(exc, "problem", None) or "unreadable"
+        if str(mark.name).startswith("<"):  # parsed from a string: no file to name
+            return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+        return f"{mark.name}:{mark.line + 1}: invalid YAML: {problem}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 def default_device() -> str:
@@ -43,7 +94,8 @@ def run_job(name: str, job: Callable[[], Dict[str, Any]], logger: logging.Logger
     try:
         summary = job()
     except USER_ERRORS as exc:
-        logger.error("%s: %s", name, exc)
+        logger.debug("%s failed", name, exc_info=True)
+        logger.error("%s: %s", name, error_line(exc))
         return 1
     logger.info("%s done: %s", name, ", ".join(f"{k}={v}" for k, v in summary.items()))
     return 0

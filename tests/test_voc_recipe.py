@@ -212,7 +212,7 @@ def test_results_markdown_from_hand_made_results():
 
 
 def test_stage_command_line_runs_as_a_module():
-    """``python -m softtok.recipes.voc`` (what egs/tools/voc_stages.sh calls) lists the five stages."""
+    """``python -m softtok.recipes.voc`` (what egs/tools/voc_stages.sh calls) lists the five stages and render."""
     out = subprocess.run([sys.executable, "-m", "softtok.recipes.voc", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("usage: python -m softtok.recipes.voc")
-    assert "{speaker-ref,sweep-tau,reference,synth-eval,results}" in out.stdout
+    assert "{speaker-ref,sweep-tau,reference,synth-eval,results,render}" in out.stdout

@@ -17,9 +17,10 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
+from softtok.common import positive_float, positive_int
 from softtok.downstream import distributed
 from softtok.downstream.embedding import TokenEmbedding
-from softtok.tokenizers.fileio import atomic_path, load_yaml, save_yaml
+from softtok.tokenizers.fileio import atomic_path, load_torch, load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, add_head_args
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
@@ -31,14 +32,14 @@ logger = logging.getLogger(__name__)
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     """The options every downstream ``train`` CLI shares: input head, codebook, experiment folder, device."""
-    from softtok.common import yaml_mapping
+    from softtok.common import int_at_least, yaml_mapping
 
     p.add_argument("--kmeans", help="codebook .npy (discrete heads); a comma list: one per feature source")
     add_head_args(p, shortcuts=False)
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--override", type=yaml_mapping, default={}, help="config keys to override, e.g. '{max_epoch: 1}'")
-    p.add_argument("--num-threads", type=int, help="torch CPU threads (config key num_threads; default: all)")
+    p.add_argument("--num-threads", type=int_at_least(1), help="torch CPU threads (config key num_threads; default: all)")
 
 
 def cli_overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -46,9 +47,30 @@ def cli_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return {**args.override, **({"num_threads": args.num_threads} if args.num_threads else {})}
 
 
+# Config keys that count something, with their least value (0: off / no limit / default), and rates that must be > 0.
+COUNT_KEYS = {"max_epoch": 1, "batch_frames": 1, "keep_nbest": 1, "warmup_steps": 1, "max_text_chars": 1,
+              "max_utt_frames": 0, "num_threads": 0, "prefetch_batches": 0, "seed": 0}
+RATE_KEYS = ("lr", "grad_clip")
+
+
+def check_run_config(conf: Dict[str, Any], source: str) -> None:
+    """Refuse a training config whose counts are not whole numbers >= their least value or whose rates are not
+    finite numbers > 0 (``batch_frames: 0``, ``max_epoch: -1``, ``lr: .nan``, ``warmup_steps: true``) in one line."""
+    try:
+        for key, least in COUNT_KEYS.items():
+            if conf.get(key) is not None:
+                positive_int(conf[key], key, least)
+        for key in RATE_KEYS:
+            if key in conf:
+                positive_float(conf[key], key)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
 def load_run_config(config_path: str, defaults: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """defaults < YAML file < overrides; seeds every RNG and sets torch's threads (``num_threads``) from it."""
+    """defaults < YAML file < overrides, checked; seeds every RNG and sets torch's threads (``num_threads``) from it."""
     conf = {**defaults, **load_yaml(config_path), **overrides}
+    check_run_config(conf, config_path)
     seed_everything(conf["seed"])
     torch.set_num_threads(conf.get("num_threads") or torch.get_num_threads())
     return conf
@@ -107,7 +129,7 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
     """Element-wise mean of the model weights of several checkpoints (integer buffers from the last)."""
-    states = [torch.load(p, map_location="cpu", weights_only=True)["model"] for p in paths]
+    states = [load_torch(p)["model"] for p in paths]
     avg = {}
     for key, value in states[-1].items():
         avg[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype) \
@@ -165,7 +187,7 @@ class EpochCheckpoints:
         done = sorted(self.dir.glob("epoch*.pth"), key=lambda p: int(p.stem[5:]))
         if not done:
             return 1
-        state = torch.load(done[-1], map_location="cpu", weights_only=False)
+        state = load_torch(done[-1], weights_only=False)  # written by save() here: optimizer state, RNG, history
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import run_job, setup_logging
+from softtok.common import int_at_least, run_job, setup_logging
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, write_audio
 from softtok.tokenizers.datadir import DataError, read_kaldi_map, write_kaldi_map
 from softtok.tokenizers.fileio import ArkScpWriter, write_num_frames
@@ -188,7 +188,7 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     tau.add_argument("--tau", type=float, help="soft temperature (default: the bundle's τ*)")
     tau.add_argument("--tau-factor", type=float, help="τ as this multiple of the bundle's τ scale (median nearest "
                                                       "squared distance on dev)")
-    p.add_argument("--top-k", type=int, help="soft: keep the k nearest centres, renormalised")
+    p.add_argument("--top-k", type=int_at_least(1), help="soft: keep the k nearest centres, renormalised")
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--checkpoint", action="append",
                    help="featurizer checkpoint where it no longer lies where the bundle says (once per source; "
@@ -212,7 +212,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                                    "line naming it; the others are still transcribed and the exit status is 1.")
     _add_inference_args(t)
     t.add_argument("--search", choices=["greedy", "beam"], default="greedy")
-    t.add_argument("--batch-frames", type=int, default=20000, help="frames per greedy batch")
+    t.add_argument("--batch-frames", type=int_at_least(1), default=20000, help="frames per greedy batch")
     t.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text: Kaldi 'key text' lines; jsonl: one JSON object per input with the head settings")
     t.add_argument("--out", help="write the texts here (default: standard output)")

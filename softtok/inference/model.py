@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from softtok.adapters import adapter
-from softtok.common import default_device
+from softtok.common import default_device, positive_int
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.decode import TokenASRInference
 from softtok.downstream.data import ArrayFeatures, pad_token_inputs
 from softtok.inference.bundle import Bundle, BundleError, read_bundle
-from softtok.tokenizers.audio import TARGET_SAMPLE_RATE
+from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, resample
 from softtok.tokenizers.features.base import Featurizer, build_featurizer
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
@@ -121,11 +121,7 @@ def read_wave(wave: Audio, sample_rate: Optional[int], key: str) -> torch.Tensor
     x = torch.as_tensor(np.asarray(wave, dtype=np.float32) if isinstance(wave, np.ndarray) else wave).float()
     if x.ndim != 1 or x.numel() == 0 or not torch.isfinite(x).all():
         raise ValueError(f"{key}: expected a non-empty, finite mono 1-D waveform, got shape {tuple(x.shape)}")
-    if sample_rate != TARGET_SAMPLE_RATE:
-        import torchaudio.functional as AF
-
-        x = AF.resample(x, sample_rate, TARGET_SAMPLE_RATE)
-    return x
+    return resample(x, positive_int(sample_rate, f"{key}: sample_rate"), TARGET_SAMPLE_RATE)
 
 
 class ASRModel(SoftTokenModel):

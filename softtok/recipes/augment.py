@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
-import torchaudio.functional as AF
 import yaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.recipes.subsets import check_outputs, load_source
-from softtok.tokenizers.audio import PEAK_LIMIT, TARGET_SAMPLE_RATE, limit_peak, read_utterance, write_audio
+from softtok.tokenizers.audio import (PEAK_LIMIT, TARGET_SAMPLE_RATE, limit_peak, read_utterance, resample,
+                                     write_audio)
 from softtok.tokenizers.datadir import (DataDir, DataError, Segment, render_kaldi_map, speaker_files,
                                         write_data_dir, write_if_changed)
 from softtok.tokenizers.fileio import load_yaml
@@ -78,7 +78,7 @@ def perturb_speed(wave: torch.Tensor, factor: float, sample_rate: int = TARGET_S
 
     The samples are taken as recorded at ``sample_rate * factor`` and resampled to ``sample_rate``.
     """
-    return AF.resample(wave, int(round(sample_rate * factor)), sample_rate)
+    return resample(wave, int(round(sample_rate * factor)), sample_rate)
 
 
 def _check_factors(factors: Sequence[float]) -> List[float]:

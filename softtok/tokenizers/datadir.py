@@ -8,8 +8,11 @@ Every problem is reported as one :class:`DataError` line naming the file and the
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -67,28 +70,62 @@ class DataDir:
         return path if os.path.isabs(path) else str(self.path / path)
 
 
+_FIELD_SEP = re.compile(r"[ \t]+")  # Kaldi's separators: a no-break space or other Unicode space is not one
+
+
+def _odd_char(key: str) -> Optional[str]:
+    """The first character of a key that no Kaldi tool would split on yet is invisible or ambiguous (a byte-order
+    mark, a no-break or other Unicode space, a zero-width or control character), as ``U+XXXX (name)``; else None."""
+    for char in key:
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
+            return f"U+{ord(char):04X} ({unicodedata.name(char, 'control character').lower()})"
+    return None
+
+
+def _decoded_lines(path: Path) -> Iterable[Tuple[int, str]]:
+    """(line number, text) of a UTF-8 file without its line end; invalid UTF-8 is an error naming file and line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid UTF-8 (byte {raw[exc.start]:#04x} at column "
+                                f"{exc.start + 1})") from None
+
+
+def _split_line(path: Path, lineno: int, line: str) -> Tuple[str, str]:
+    """(key, value) of one line, split at its first run of spaces or tabs; a key with an odd character is refused."""
+    if not line.strip(" \t"):
+        raise DataError(f"{path}:{lineno}: empty line")
+    parts = _FIELD_SEP.split(line.lstrip(" \t"), maxsplit=1)
+    key = parts[0]
+    odd = _odd_char(key)
+    if odd:
+        bom = ": save the file as UTF-8 without a BOM" if "\ufeff" in key else ""
+        raise DataError(f"{path}:{lineno}: key {key!r} holds {odd}{bom}")
+    return key, parts[1].strip() if len(parts) > 1 else ""
+
+
 def read_kaldi_map(path: Path, n_fields: Optional[int] = None, require_sorted: bool = True) -> Dict[str, str]:
-    """Read a ``key value...`` file; keys must be unique and (unless told otherwise) sorted bytewise."""
+    """Read a ``key value...`` file; keys must be unique and (unless told otherwise) sorted bytewise.
+
+    Fields are separated by spaces and tabs only, as Kaldi's tools split them. A key holding a byte-order mark, a
+    no-break space or another invisible character is refused, not stripped: the id must be what the file says.
+    """
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     result: Dict[str, str] = {}
     prev: Optional[str] = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                raise DataError(f"{path}:{lineno}: empty line")
-            parts = line.split(maxsplit=1)
-            key = parts[0]
-            value = parts[1].strip() if len(parts) > 1 else ""
-            if n_fields is not None and len(value.split()) != n_fields - 1:
-                raise DataError(f"{path}:{lineno}: key {key!r}: expected {n_fields} fields")
-            if key in result:
-                raise DataError(f"{path}:{lineno}: duplicate key {key!r}")
-            if require_sorted and prev is not None and key.encode() < prev.encode():
-                raise DataError(f"{path}:{lineno}: key {key!r} is not sorted (after {prev!r}); run `LC_ALL=C sort`")
-            result[key] = value
-            prev = key
+    for lineno, line in _decoded_lines(path):
+        key, value = _split_line(path, lineno, line)
+        if n_fields is not None and len(value.split()) != n_fields - 1:
+            raise DataError(f"{path}:{lineno}: key {key!r}: expected {n_fields} fields")
+        if key in result:
+            raise DataError(f"{path}:{lineno}: duplicate key {key!r}")
+        if require_sorted and prev is not None and key.encode() < prev.encode():
+            raise DataError(f"{path}:{lineno}: key {key!r} is not sorted (after {prev!r}); run `LC_ALL=C sort`")
+        result[key] = value
+        prev = key
     if not result:
         raise DataError(f"{path}: file is empty")
     return result
@@ -102,6 +139,8 @@ def _parse_segments(path: Path, raw: Dict[str, str], recordings: Dict[str, str])
             start, end = float(start_s), float(end_s)
         except ValueError:
             raise DataError(f"{path}: segment {seg_id!r}: start/end are not numbers") from None
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise DataError(f"{path}: segment {seg_id!r}: start/end {start_s} {end_s} are not finite numbers")
         if rec not in recordings:
             raise DataError(f"{path}: segment {seg_id!r}: recording {rec!r} not in wav.scp")
         if start < 0 or end <= start:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from softtok.common import positive_int
 from softtok.tokenizers.audio import AudioError, read_utterance
 from softtok.tokenizers.datadir import DataDir, load_data_dir
 from softtok.tokenizers.features.base import Featurizer, build_featurizer
@@ -80,6 +81,8 @@ def shard_paths(out_dir: Path, rank: int, nshard: int) -> Dict[str, Path]:
 
 
 def _batches(utts: List[str], batch_size: int) -> List[List[str]]:
+    """``utts`` in groups of ``batch_size`` (a whole number >= 1: never an empty shard marked done)."""
+    batch_size = positive_int(batch_size, "--batch-size")
     return [utts[i:i + batch_size] for i in range(0, len(utts), batch_size)]
 
 
@@ -98,7 +101,7 @@ def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, 
         bar = tqdm(total=len(utts), desc=f"{featurizer.name} shard {rank}/{nshard}", unit="utt",
                    disable=not progress, position=rank if nshard > 1 else None)
         for batch in _batches(utts, batch_size):
-            waves = [read_utterance(data, u) for u in batch]
+            waves = [read_utterance(data, u, max_samples=featurizer.max_samples) for u in batch]
             feats = featurizer.batch(waves) if len(batch) > 1 else [featurizer(waves[0])]
             for utt, f in zip(batch, feats):
                 f = f.detach().float().cpu()

@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, List, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
 
 import kaldiio
 from kaldiio.compression_header import kTwoByteAuto
@@ -36,27 +36,90 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_files(*paths: os.PathLike | str) -> Iterator[List[Path]]:
+    """Temporary siblings of ``paths`` (a file and its metadata), renamed into place together if the block succeeds.
+
+    The later paths' old files are removed first, then each temporary is renamed in order (the last one last), so
+    an interruption leaves an earlier file without a later one, which a reader can detect, never a new file beside
+    an old one's metadata. A failed block (a full disk) leaves the old files as they were.
+    """
+    targets = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(p)) for p in reversed(targets)][::-1]  # first renamed first
+        yield tmps
+        for later in targets[1:]:
+            later.unlink(missing_ok=True)
+
+
+def check_output(path: os.PathLike | str, option: str, is_dir: bool = False) -> Path:
+    """Refuse, before any work, an output that cannot be written: a file name that is a directory (or a folder
+    that is a file), a path under a file, or a nearest existing folder that is read-only. Returns ``path``."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != is_dir:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise ValueError(f"{path}: is {kind}; {option} takes a {'directory' if is_dir else 'file name'}")
+    folder = path if is_dir and path.exists() else path.parent  # where the writing happens
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"{existing}: is a file, so {option} {path} cannot be created under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{existing}: not writable (read-only file system or permissions), needed for {option} {path}")
+    return path
+
+
 def atomic_write_text(path: os.PathLike | str, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
+def yaml_text(data: dict) -> str:
+    """A mapping as YAML text (keys in insertion order), as :func:`save_yaml` writes it."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def save_yaml(path: os.PathLike | str, data: dict) -> None:
     """Write a YAML file atomically (keys in insertion order)."""
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, yaml_text(data))
 
 
 def load_yaml(path: os.PathLike | str) -> dict:
-    """Read a YAML mapping; a missing file is a one-line error naming it."""
+    """Read a YAML mapping; a missing file, invalid YAML or invalid UTF-8 is a one-line error naming the file (and
+    line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping")
     return data
+
+
+def load_torch(path: os.PathLike | str, map_location: Any = "cpu", weights_only: bool = True) -> Any:
+    """``torch.load`` of a checkpoint; a missing, truncated or foreign file is one error line naming it.
+
+    ``weights_only=False`` unpickles arbitrary objects (runs code from the file): only for files this toolkit wrote.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as exc:  # noqa: BLE001  (torch raises RuntimeError, EOFError, UnpicklingError, ... here)
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"{path}: cannot load this checkpoint (truncated or not a PyTorch file?): "
+                         f"{first.strip()}") from None
 
 
 def sha256_of(path: os.PathLike | str) -> str:
@@ -73,11 +136,16 @@ def sha256_of(path: os.PathLike | str) -> str:
     return digest.hexdigest()
 
 
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write a .npy file in place (to a temporary path of :func:`atomic_path` or :func:`atomic_files`)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
 def save_npy(path: os.PathLike | str, array: np.ndarray) -> None:
     """Write a .npy file atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+        write_npy(tmp, array)
 
 
 TWO_BYTE_COMPRESSION = kTwoByteAuto  # Kaldi's two-byte global-range compression (CM2)
@@ -101,22 +169,26 @@ class ArkScpWriter:
         self._scp_lines: List[str] = []
 
     def write(self, key: str, matrix: np.ndarray) -> None:
-        """Append one matrix (float32 matrices stay float32 unless compressed)."""
+        """Append one matrix (float32 matrices stay float32 unless compressed); a non-finite one is refused."""
         if " " in key or not key:
             raise ValueError(f"bad ark key {key!r}")
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"{self.ark_path}: utterance {key!r}: refusing to write NaN or infinite values")
         start = self._file.tell()
         kaldiio.save_ark(self._file, {key: np.ascontiguousarray(matrix)}, compression_method=self.compression)
         offset = start + len(key.encode()) + 1
         self._scp_lines.append(f"{key} {self.ark_path}:{offset}\n")
 
     def close(self, ok: bool = True) -> None:
-        """Rename the ark into place and write the scp, or discard everything."""
+        """Rename the ark into place and write the scp, or discard everything (also when the rename fails)."""
         self._file.close()
-        if ok:
-            os.replace(self._tmp_ark, self.ark_path)
-            atomic_write_text(self.scp_path, "".join(self._scp_lines))
-        elif self._tmp_ark.exists():
-            self._tmp_ark.unlink()
+        try:
+            if ok:
+                os.replace(self._tmp_ark, self.ark_path)
+                atomic_write_text(self.scp_path, "".join(self._scp_lines))
+        finally:
+            if self._tmp_ark.exists():
+                self._tmp_ark.unlink()
 
     def __enter__(self) -> "ArkScpWriter":
         return self
@@ -130,12 +202,15 @@ def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
     scp_path = Path(scp_path)
     if not scp_path.is_file():
         raise FileNotFoundError(f"{scp_path}: file not found")
-    entries = []
+    entries, seen = [], set()
     with open(scp_path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
                 raise ValueError(f"{scp_path}:{lineno}: expected `key ark:offset`")
+            if parts[0] in seen:
+                raise ValueError(f"{scp_path}:{lineno}: duplicate key {parts[0]!r}")
+            seen.add(parts[0])
             entries.append((parts[0], parts[1].strip()))
     if not entries:
         raise ValueError(f"{scp_path}: file is empty")
@@ -143,11 +218,17 @@ def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
 
 
 def load_matrix(scp_path: os.PathLike | str, key: str, location: str) -> np.ndarray:
-    """The matrix at ``location`` (an scp entry's ``ark:offset``); a broken entry is an error naming the key."""
+    """The matrix at ``location`` (an scp entry's ``ark:offset``); a broken entry or NaN/infinite values are an error
+    naming the key (never a token id or a NaN probability further on)."""
     try:
-        return kaldiio.load_mat(location)
+        matrix = kaldiio.load_mat(location)
     except Exception as exc:  # kaldiio raises many types for a broken ark
         raise ValueError(f"{scp_path}: cannot read {key!r} from {location}: {exc}") from exc
+    if not np.isfinite(matrix).all():
+        rows = np.flatnonzero(~np.isfinite(matrix).reshape(len(matrix), -1).all(axis=1))
+        raise ValueError(f"{scp_path}: utterance {key!r} has NaN or infinite values in {len(rows)} frame(s) "
+                         f"(first: frame {rows[0]}) of {location}")
+    return matrix
 
 
 def iter_scp(scp_path: os.PathLike | str, start: int = 0, end: int | None = None) -> Iterator[Tuple[str, np.ndarray]]:
@@ -223,6 +304,8 @@ def _read_num_frames(path: Path) -> Dict[str, int]:
             parts = line.split()
             if len(parts) != 2 or not parts[1].isdigit():
                 raise ValueError(f"{path}:{lineno}: expected `utt frames`")
+            if parts[0] in counts:
+                raise ValueError(f"{path}:{lineno}: duplicate key {parts[0]!r}")
             counts[parts[0]] = int(parts[1])
     return counts
 

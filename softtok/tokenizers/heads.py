@@ -15,6 +15,7 @@ probabilities' argmax (first maximum) is still the hard id, but the τ → 0 emb
 from __future__ import annotations
 
 import argparse
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -150,8 +151,9 @@ class SoftHead(Head):
         super().__init__(codebooks)
         self.taus = [check_tau(t) for t in per_source(tau, len(codebooks.sources), "tau")]
         smallest = min(codebooks.sizes)
-        if top_k is not None and not 1 <= top_k <= smallest:
-            raise ValueError(f"soft head: top_k={top_k} must be in [1, K={smallest}]")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                                  or not 1 <= top_k <= smallest):
+            raise ValueError(f"soft head: top_k={top_k!r} must be in [1, K={smallest}]")
         self._top_k, self.use_faiss = top_k, use_faiss
 
     @property
@@ -167,7 +169,7 @@ class SoftHead(Head):
 
         Streams with fewer than K centres are padded with −inf (probability exactly 0).
         """
-        parts = [-(d2 - d2.min(dim=2, keepdim=True).values) / tau
+        parts = [scaled_gaps(d2, d2.min(dim=2, keepdim=True).values, tau)
                  for d2, tau in zip(self.codebooks.sqdist(feats), self.taus)]
         width = max(p.shape[2] for p in parts)
         parts = [torch.nn.functional.pad(p, (0, width - p.shape[2]), value=-float("inf")) for p in parts]
@@ -177,8 +179,23 @@ class SoftHead(Head):
         if self._top_k is None:
             return TokenInput("probs", probs=torch.softmax(self.logits(feats), dim=2))
         nearest = self.codebooks.nearest(feats, self._top_k, self.use_faiss)
-        weights = [torch.softmax(-(d2 - d2[:, :, :1]) / tau, dim=2) for (_, d2), tau in zip(nearest, self.taus)]
+        weights = [torch.softmax(scaled_gaps(d2, d2[:, :, :1], tau), dim=2) for (_, d2), tau in zip(nearest, self.taus)]
         return TokenInput("topk", ids=torch.cat([ids for ids, _ in nearest], dim=1), weights=torch.cat(weights, dim=1))
+
+
+FLOAT32_TINY = torch.finfo(torch.float32).tiny  # below it a float32 τ is subnormal or 0 (0/0: NaN)
+
+
+def scaled_gaps(d2: torch.Tensor, nearest: torch.Tensor, tau: float) -> torch.Tensor:
+    """−(d² − nearest d²)/τ as float32 logits, 0 at the nearest centre, finite or −inf elsewhere for every τ > 0.
+
+    Divided in float64 where τ is below float32's smallest normal number or the distances are float64 (magnitudes
+    float32 cannot hold), so no finite input gives NaN and τ → 0 stays the hard one-hot.
+    """
+    gap = d2 - nearest
+    if gap.dtype == torch.float64 or tau < FLOAT32_TINY:
+        return (-(gap.double() / tau)).float()
+    return -(gap / tau)
 
 
 class ContinuousHead(Head):
@@ -248,13 +265,13 @@ def input_sizes(head: Head, source_dims: Sequence[int]) -> Tuple[Any, Any]:
 
 def add_head_args(p: argparse.ArgumentParser, default: Optional[str] = "hard", shortcuts: bool = True) -> None:
     """``--head`` (choices from the registry) and ``--head-conf``; ``shortcuts`` adds ``--tau`` and ``--top-k``."""
-    from softtok.common import yaml_mapping
+    from softtok.common import int_at_least, yaml_mapping
 
     p.add_argument("--head", default=default, choices=sorted(HEADS),
                    help=f"input head (default: {default or 'the training head'})")
     if shortcuts:
         p.add_argument("--tau", type=float, help="soft temperature (> 0); --head-conf '{tau: [t1, t2]}' per source")
-        p.add_argument("--top-k", type=int, help="soft: keep the k nearest centres, renormalised")
+        p.add_argument("--top-k", type=int_at_least(1), help="soft: keep the k nearest centres, renormalised")
     p.add_argument("--head-conf", type=yaml_mapping, default={}, help="head options, e.g. '{tau: 2.0, top_k: 32}'")
 
 

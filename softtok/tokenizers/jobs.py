@@ -19,10 +19,10 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import default_device, run_job, setup_logging
+from softtok.common import default_device, positive_int, run_job, setup_logging
 from softtok.tokenizers.dump_features import plan_shards, require_done, shard_slice
-from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, iter_scp, load_matrix,
-                                       load_num_frames, load_yaml, read_scp_entries, save_yaml)
+from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, check_output, iter_scp,
+                                       load_matrix, load_num_frames, load_yaml, read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, add_head_args, build_head, head_conf_of
 from softtok.tokenizers.kmeans import Codebook, check_options, learn_kmeans
 from softtok.tokenizers.streams import is_per_channel
@@ -77,6 +77,9 @@ def run_learn_kmeans(feats: str, n_clusters: int, backend: str, out: str, portio
     """Learn a codebook from a feats.scp and save ``out`` (.npy) + ``.yaml``."""
     t0 = time.perf_counter()
     check_options(backend, options)
+    positive_int(n_clusters, "--n-clusters")
+    check_output(out, "--out")
+    check_output(Path(out).with_suffix(".yaml"), "--out (its .yaml)")
     spec = feature_spec_of(feats)
     x = load_frames(feats, portion, seed)
     logger.info("learning K=%d %s k-means on %d frames of dim %d", n_clusters, backend, *x.shape)
@@ -218,6 +221,7 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
     ``merge`` N finished shards; shards done with the same settings are skipped on a re-run.
     """
     t0 = time.perf_counter()
+    check_output(out_dir, "--out-dir", is_dir=True)
     conf = {**(head_conf or {}), **{k: v for k, v in {"tau": tau, "top_k": top_k}.items() if v is not None}}
     job_args = (feats, kmeans, head, out_dir, conf, dedup_ids)
     job = TokenJob(*job_args)

@@ -13,13 +13,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 
-from softtok.common import default_device
-from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
+from softtok.common import default_device, positive_int
+from softtok.tokenizers.fileio import atomic_files, load_yaml, write_npy, yaml_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,28 @@ class CodebookMismatch(ValueError):
 
 
 def squared_distances(x: torch.Tensor, centroids: torch.Tensor, c_sqnorm: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """‖x − c‖² for all frames and centroids (T, K), float32 via the matmul form, clamped ≥ 0.
+    """‖x − c‖² for all frames and centroids (T, K) via the matmul form, clamped ≥ 0: float32, or float64 for
+    float64 centroids.
 
     The matmul form loses about eps·‖x‖² (float32 eps ≈ 6e-8): centre x and c on the centroids' mean first
     (:meth:`Codebook.distances` does) when features share a large offset, as SSL features do.
     """
-    x = x.float()
+    x = x.double() if centroids.dtype == torch.float64 else x.float()
     if c_sqnorm is None:
         c_sqnorm = (centroids * centroids).sum(1)
     d2 = (x * x).sum(1, keepdim=True) - 2.0 * (x @ centroids.T) + c_sqnorm[None, :]
     return d2.clamp_min_(0.0)
+
+
+def finite_distances(d2: torch.Tensor, x: torch.Tensor, exact: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``d2`` when it is finite; else ``exact()`` (the float64 distances, which no finite float32 input overflows)
+    where float32 overflowed, or a one-line error where the features themselves hold NaN or infinite values."""
+    if bool(torch.isfinite(d2).all()):
+        return d2
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"features with NaN or infinite values ({int((~torch.isfinite(x)).sum())} of {x.numel()}) "
+                         "cannot be assigned to centroids")
+    return exact()
 
 
 def centre_of(centroids: np.ndarray) -> np.ndarray:
@@ -101,32 +113,51 @@ class Codebook:
             raise CodebookMismatch(f"{source}: dim {spec['dim']} but codebook dim {self.dim}")
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared distances (T, K) of frames to all centroids."""
+        """Squared distances (T, K) of frames to all centroids: float32, or float64 where float32 would overflow
+        (magnitudes past ~1e19); NaN or infinite features are a one-line error."""
         self.check_features(x)
         mean, c, csq = self.centred(x.device)
-        return squared_distances(x.float() - mean, c, csq)
+        centred = x.float() - mean
+        return finite_distances(squared_distances(centred, c, csq), x,
+                                lambda: squared_distances((x.double() - mean.double()), c.double()))
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Hard token ids (T,): the nearest centroid of each frame."""
         return self.distances(x).argmin(dim=1)
 
     def save(self, path: os.PathLike | str) -> None:
-        """Write ``path`` (.npy) and its ``.yaml`` sibling atomically."""
+        """Write ``path`` (.npy) and its ``.yaml`` sibling together (:func:`~softtok.tokenizers.fileio.atomic_files`:
+        both or neither; an interruption between the renames leaves the .npy alone, which :meth:`load` names)."""
         path = Path(path)
-        save_npy(path, self.centroids.astype(np.float32))
+        if path.is_dir():
+            raise ValueError(f"{path}: is a directory; give the codebook's .npy file name")
+        if not np.isfinite(self.centroids).all():
+            raise ValueError(f"{path}: refusing to write NaN or infinite centroids")
         meta = {k: v for k, v in self.meta.items() if k != "path"}
-        save_yaml(path.with_suffix(".yaml"), {"n_clusters": self.n_clusters, "dim": self.dim, **meta})
+        text = yaml_text({"n_clusters": self.n_clusters, "dim": self.dim, **meta})
+        with atomic_files(path, path.with_suffix(".yaml")) as (npy_tmp, yaml_tmp):
+            write_npy(npy_tmp, self.centroids.astype(np.float32))
+            yaml_tmp.write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, path: os.PathLike | str) -> "Codebook":
-        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere."""
+        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere (a warning says so)."""
         path = Path(path)
+        meta_path = path.with_suffix(".yaml")
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: codebook not found")
-        centroids = np.load(path)
+            orphan = f" ({meta_path.name} is there without it: an interrupted write? learn it again)" \
+                if meta_path.is_file() and path.suffix == ".npy" else ""
+            raise FileNotFoundError(f"{path}: codebook not found{orphan}")
+        try:
+            centroids = np.load(path)
+        except (ValueError, EOFError, OSError) as exc:
+            raise ValueError(f"{path}: not a .npy array (truncated?): {exc}") from None
         if centroids.ndim != 2 or not np.isfinite(centroids).all():
             raise ValueError(f"{path}: expected finite centroids of shape (K, D), got {centroids.shape}")
-        meta = load_yaml(path.with_suffix(".yaml")) if path.with_suffix(".yaml").is_file() else {}
+        meta = load_yaml(meta_path) if meta_path.is_file() else {}
+        if not meta:
+            logger.warning("%s: no %s beside it (centroids made elsewhere, or an interrupted write): its feature "
+                           "spec is not checked", path, meta_path.name)
         if meta and (meta.get("n_clusters"), meta.get("dim")) != centroids.shape:
             raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
         meta["path"] = str(path)
@@ -182,7 +213,7 @@ def learn_faiss(x: np.ndarray, k: int, seed: int = 0, niter: int = 10, init: str
     """Lloyd k-means with faiss on all given frames, on the GPUs :func:`faiss_gpus` picks (default: all visible).
 
     ``niter=10``: bench/RESULTS.md measured it ≥ 6× faster than sklearn's MiniBatchKMeans
-    defaults at equal or lower inertia; 50 iterations gained < 1.5 % inertia at 5× the time.
+    defaults at equal or lower inertia; 50 iterations gained < 1.5 % inertia at 2.9–4.8× the time.
 
     ``init="k-means++"`` seeds from k-means++ (faiss's own random init can leave
     clusters merged); ``"random"`` is faiss's default.
@@ -262,6 +293,8 @@ def learn_torch(x: np.ndarray, k: int, seed: int = 0, niter: int = 10, init: str
 
 
 LEARNERS = {"faiss": learn_faiss, "sklearn": learn_sklearn, "torch": learn_torch}
+# Learner options that count something (iterations, frames per batch, restarts): a whole number >= 1.
+COUNT_OPTIONS = ("niter", "batch", "max_iter", "batch_size", "n_init", "max_no_improvement")
 
 
 def check_options(backend: str, options: Dict[str, Any]) -> None:
@@ -273,18 +306,44 @@ def check_options(backend: str, options: Dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"k-means backend {backend!r} has no option {unknown[0]!r}; it takes {accepted}")
+    for name in COUNT_OPTIONS:
+        if name in options and not (name == "max_no_improvement" and options[name] is None):
+            positive_int(options[name], f"k-means option {name}")
+
+
+MAX_SQNORM = float(np.finfo(np.float32).max) / 4  # ‖x‖² + 2‖x‖‖c‖ + ‖c‖² stays within float32 below it
+
+
+def check_magnitude(x: np.ndarray, batch: int = 65536) -> None:
+    """Refuse frames whose squared norm float32 k-means cannot hold (its distances would overflow to inf − inf:
+    faiss aborts the process, the others return garbage); NaN or infinite frames too. Checked in float64 blocks."""
+    peak = 0.0
+    for i in range(0, len(x), batch):
+        block = np.asarray(x[i:i + batch], dtype=np.float64)
+        sqnorms = (block * block).sum(1)
+        if not np.isfinite(sqnorms).all():
+            raise ValueError("k-means: frames with NaN or infinite values")
+        peak = max(peak, float(sqnorms.max(initial=0.0)))
+    if peak >= MAX_SQNORM:
+        raise ValueError(f"k-means: frames of squared norm up to {peak:.3g} (float32 distances overflow past "
+                         f"{MAX_SQNORM:.3g}); scale the features down")
 
 
 def learn_kmeans(x: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
                  feature_spec: Optional[Dict[str, Any]] = None, **options: Any) -> Codebook:
     """Learn a codebook of ``k`` centroids from frames ``x`` (N, D) with ``backend``."""
     check_options(backend, options)
-    if k < 1 or len(x) < k:
+    positive_int(k, "the number of clusters K")
+    if len(x) < k:
         raise ValueError(f"need at least K={k} frames to learn K centroids, got {len(x)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
+    check_magnitude(x)
     start = time.perf_counter()
     centroids = LEARNERS[backend](x, k, seed=seed, **options)
     seconds = time.perf_counter() - start
+    if not np.isfinite(centroids).all():
+        raise ValueError(f"{backend} k-means gave NaN or infinite centroids (features of magnitude past float32's "
+                         "range?); nothing written")
     meta = {"backend": backend, "seed": seed, "options": options, "n_frames": int(len(x)),
             "inertia": inertia(x, centroids), "train_seconds": round(seconds, 3),
             "feature_spec": feature_spec or {}}

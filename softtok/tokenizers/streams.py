@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.kmeans import Codebook, finite_distances
 
 SEP = ","  # separates the sources of --feats / --kmeans / --dump: "a/feats.scp,b/feats.scp"
 FAISS_TOPK_MIN_K = 4096  # from this codebook size on, top-k uses a faiss search on CPU
@@ -46,10 +46,12 @@ def is_per_channel(codebook: Optional[Codebook]) -> bool:
 
 
 def channel_sqdist(codebook: Codebook, x: torch.Tensor) -> torch.Tensor:
-    """(T, C, K) squared distances of each frame's channel c to the K 1-D centres of a per-channel codebook."""
+    """(T, C, K) squared distances of each frame's channel c to the K 1-D centres of a per-channel codebook (float64
+    where float32 would overflow, as :meth:`Codebook.distances`)."""
     codebook.check_features(x)
     centres = torch.from_numpy(codebook.centroids).to(x.device)  # (K, C)
-    return (x.float()[:, :, None] - centres.T[None]) ** 2
+    return finite_distances((x.float()[:, :, None] - centres.T[None]) ** 2, x,
+                            lambda: (x.double()[:, :, None] - centres.T[None].double()) ** 2)
 
 
 def source_sqdist(codebook: Codebook, x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +125,11 @@ class StreamCodebooks:
             faiss_here = use_faiss
             if faiss_here is None:
                 faiss_here = x.device.type == "cpu" and cb.n_clusters >= FAISS_TOPK_MIN_K
+            d2 = None
             if faiss_here and not is_per_channel(cb):
                 ids, d2 = self._faiss_nearest(i, x, k)
-            else:
+                d2 = d2 if _faiss_exact(ids, d2) else None  # float32 overflow in faiss: the exact path below
+            if d2 is None:
                 d2, ids = torch.topk(source_sqdist(cb, x), k, dim=2, largest=False, sorted=True)
             out.append((ids, d2))
         return out
@@ -141,6 +145,11 @@ class StreamCodebooks:
             self._faiss[i].add(np.ascontiguousarray(centred.numpy()))
         d2, ids = self._faiss[i].search(np.ascontiguousarray((x.cpu().float() - mean).numpy()), k)
         return torch.from_numpy(ids).long()[:, None, :], torch.from_numpy(d2).clamp_min(0.0)[:, None, :]
+
+
+def _faiss_exact(ids: torch.Tensor, d2: torch.Tensor) -> bool:
+    """Whether a faiss search stayed within float32: no missing result (id −1) and no distance at float32's top."""
+    return bool((ids >= 0).all()) and bool((d2 < torch.finfo(torch.float32).max).all())
 
 
 def split_sources(feats: torch.Tensor, dims: Sequence[int]) -> Tuple[torch.Tensor, ...]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from softtok.common import positive_float
 from softtok.tokenizers.fileio import iter_scp, load_yaml, save_yaml
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import nearest_sqdist
@@ -39,10 +40,8 @@ def tau_tag(tau: Tau) -> str:
 
 
 def check_tau(tau: Any) -> float:
-    """τ as a float; anything but a finite number > 0 is a one-line error."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not np.isfinite(tau) or tau <= 0:
-        raise ValueError(f"soft head: tau must be a finite number > 0, got {tau!r}")
-    return float(tau)
+    """τ as a float; anything but a finite number > 0 (a bool, a string, NaN, 0) is a one-line error."""
+    return positive_float(tau, "soft head: tau")
 
 
 def median_nearest_sqdist(codebook: Codebook, feats_scp: str, max_frames: int = 200_000,
@@ -70,8 +69,10 @@ def tau_scales(codebooks: Sequence[Codebook], feats: Sequence[str]) -> List[floa
 
 
 def tau_of(factor: float, scale: float) -> float:
-    """τ = factor × scale to 4 significant digits: short, stable folder names (``..._tau2.9``)."""
-    return float(f"{factor * scale:.4g}")
+    """τ = factor × scale to 4 significant digits: short, stable folder names (``..._tau2.9``); the factor, the scale
+    and τ itself must be finite numbers > 0 (``tau_factor: true`` is not 1)."""
+    tau = float(f"{positive_float(factor, 'tau factor') * positive_float(scale, 'tau scale'):.4g}")
+    return check_tau(tau)
 
 
 def one_or_list(values: Sequence[Any]) -> Any:

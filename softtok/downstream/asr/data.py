@@ -3,6 +3,7 @@ character (or phone) targets."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -10,9 +11,21 @@ import torch
 from softtok.downstream.asr.model import IGNORE_ID, CharTokenizer
 from softtok.downstream.data import ReadOnAccess, TokenData
 from softtok.downstream.scoring import normalize_text
+from softtok.tokenizers.datadir import DataError, read_kaldi_map
 from softtok.tokenizers.heads import Head, TokenInput
 
 Batch = Tuple[List[str], TokenInput, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def read_transcripts(path: str | Path, max_chars: int) -> Dict[str, str]:
+    """A Kaldi ``text`` file for training; a transcript longer than ``max_chars`` characters is refused, naming the
+    utterance, before anything is allocated for it (the attention decoder's memory grows with its square)."""
+    text = read_kaldi_map(Path(path))
+    for utt, line in text.items():
+        if len(line) > max_chars:
+            raise DataError(f"{path}: utterance {utt!r} has a transcript of {len(line)} characters, more than "
+                            f"max_text_chars={max_chars} (a config key)")
+    return text
 
 
 class TokenASRData(TokenData):

@@ -25,15 +25,14 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import default_device, run_job, setup_logging
+from softtok.common import default_device, positive_float, run_job, setup_logging
 from softtok.downstream import distributed
-from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.asr.data import TokenASRData, read_transcripts
 from softtok.downstream.asr.model import TokenASR, tokenizer_class
 from softtok.downstream.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, init_embedding,
                                         kmeans_entry, load_codebooks, load_run_config, log_to_file, optimizer_step)
-from softtok.tokenizers.datadir import read_kaldi_map
-from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.fileio import check_output, load_torch, load_yaml, save_yaml
 from softtok.tokenizers.heads import build_head, input_sizes
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import tau_scales, taus_of
@@ -42,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 20, "batch_frames": 12000, "lr": 2e-3, "warmup_steps": 1000,
-    "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "model": {},
+    "weight_decay": 1e-6, "grad_clip": 5.0, "keep_nbest": 5, "max_utt_frames": 1500, "max_text_chars": 2000,
+    "model": {},
     "embed_init": "random", "token_type": "char",
     "preload_feats": False,  # read features at each batch (memory: the index only); true holds them in RAM
     "prefetch_batches": 0,  # > 0: collate that many batches ahead in a thread (GPU configs: reading overlaps steps)
@@ -60,7 +60,7 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
     model = build_model(config)
-    model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
+    model.load_state_dict(load_torch(exp / checkpoint, map_location=device))
     tokenizer = tokenizer_class(config.get("token_type", "char"))(config["token_list"][2:-1])
     return model.to(device).eval(), config, tokenizer
 
@@ -96,7 +96,7 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
     ``tau_factor`` (soft/soft training) sets the soft head's τ to that multiple of the median
     squared distance of training frames to their nearest centroid.
     """
-    exp = Path(exp_dir)
+    exp = check_output(exp_dir, "--exp-dir", is_dir=True)
     exp.mkdir(parents=True, exist_ok=True)
     with distributed.session(device or default_device()) as device, log_to_file(exp / "train.log"):
         return _train(config_path, train_feats, train_text, valid_feats, valid_text, exp, head, kmeans,
@@ -105,17 +105,20 @@ def train(config_path: str, train_feats: str, train_text: str, valid_feats: str,
 
 def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: Path, head_name, kmeans,
            head_conf, overrides, tau_factor, device) -> Dict[str, Any]:
-    if tau_factor is not None and (head_name != "soft" or not kmeans or not tau_factor > 0):
-        raise ValueError(f"--tau-factor {tau_factor} needs --head soft, --kmeans and a factor > 0")
+    if tau_factor is not None and (head_name != "soft" or not kmeans):
+        raise ValueError(f"--tau-factor {tau_factor} needs --head soft and --kmeans")
+    if tau_factor is not None:
+        positive_float(tau_factor, "--tau-factor")
     conf = load_run_config(config_path, DEFAULTS, overrides)
     codebooks = load_codebooks(kmeans, train_feats)
     if tau_factor is not None:
         scales = tau_scales(codebooks, split_list(train_feats))
         head_conf = {**head_conf, "tau": taus_of(tau_factor, scales)}
         logger.info("soft training: τ = %g × median squared distance %s = %s", tau_factor, scales, head_conf["tau"])
-    train_data = TokenASRData(train_feats, read_kaldi_map(Path(train_text)), conf["max_utt_frames"],
-                              conf["preload_feats"])
-    valid_data = TokenASRData(valid_feats, read_kaldi_map(Path(valid_text)), preload=conf["preload_feats"])
+    train_data = TokenASRData(train_feats, read_transcripts(train_text, conf["max_text_chars"]),
+                              conf["max_utt_frames"], conf["preload_feats"])
+    valid_data = TokenASRData(valid_feats, read_transcripts(valid_text, conf["max_text_chars"]),
+                              preload=conf["preload_feats"])
     head = build_head(head_name, codebooks, train_data.source_dims, **head_conf)
     tokenizer = tokenizer_class(conf["token_type"]).from_texts(list(train_data.text.values()))
     n_tokens, feat_dim = input_sizes(head, train_data.source_dims)

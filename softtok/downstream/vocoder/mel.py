@@ -43,7 +43,7 @@ from softtok.downstream.embedding import TokenEmbedding, rename_prefix
 from softtok.tokenizers.audio import (TARGET_SAMPLE_RATE, AudioError, audio_info, read_utterance, utterance_samples,
                                      write_audio)
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
-from softtok.tokenizers.fileio import load_yaml, save_yaml
+from softtok.tokenizers.fileio import load_torch, load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, add_head_args, build_head, input_sizes
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
@@ -319,7 +319,7 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
     model = build(config)
-    model.load_state_dict(torch.load(exp / checkpoint, map_location=device, weights_only=True))
+    model.load_state_dict(load_torch(exp / checkpoint, map_location=device))
     return model.to(device).eval(), config
 
 

@@ -11,10 +11,10 @@ import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.recipes.voc.evaluate import reference, speaker_ref
-from softtok.recipes.voc.report import write_results
+from softtok.recipes.voc.report import results_markdown, write_results
 from softtok.recipes.voc.results import collect_results
 from softtok.recipes.voc.synthesis import CRITERIA, DEFAULT_TAU_FACTORS, sweep_tau, synth_eval
-from softtok.reporting import read_commands
+from softtok.reporting import read_commands, rerender
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     r.add_argument("--ood-sets", nargs="*", default=[])
     r.add_argument("--commands", default="", help="file with the commands that produced the results")
     r.add_argument("--out-dir", required=True)
+    g = stage("render", "RESULTS.md again from results.json (after a wording change; nothing re-run)")
+    g.add_argument("--results-dir", required=True, help="folder of results.json and the RESULTS.md to rewrite")
     return p
 
 
@@ -74,6 +76,8 @@ def _run_stage(args) -> Dict[str, Any]:
         return reference(args.data, args.id_sets, args.ood_sets, args.speaker_ref, args.out_dir)
     if args.stage == "synth-eval":
         return synth_eval(args.exp_dir, args.dump, args.data, args.id_sets, args.ood_sets, args.speaker_ref)
+    if args.stage == "render":
+        return {"output": str(rerender(args.results_dir, results_markdown, "softtok voc render"))}
     results = collect_results(args.exp, args.vocoders, args.k, args.id_sets, args.ood_sets)
     write_results(results, args.exp, args.data, args.vocoders, args.out_dir, read_commands(args.commands))
     return {"output": str(Path(args.out_dir) / "RESULTS.md")}

@@ -18,6 +18,7 @@ class Featurizer:
     dim: int = 0
     frame_rate: float = 0.0
     layers_note: str = ""  # what ``layer`` N means, where a report should say it
+    max_samples: Optional[int] = None  # the longest 16 kHz input it takes (None: any); longer audio is refused by name
 
     def __call__(self, wave_16k: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

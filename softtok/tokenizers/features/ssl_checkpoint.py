@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model, wavlm_model
 
+from softtok.tokenizers.fileio import load_torch
+
 logger = logging.getLogger(__name__)
 
 FAIRSEQ_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
@@ -362,7 +364,7 @@ def _read_weight_file(path: Path) -> Dict[str, torch.Tensor]:
         except ImportError:
             raise ImportError(f"{path}: reading safetensors needs `pip install safetensors`") from None
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch(path)
 
 
 def _hf_state(directory: Path) -> Dict[str, torch.Tensor]:

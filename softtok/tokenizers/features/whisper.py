@@ -172,6 +172,7 @@ class WhisperEncoder(Featurizer):
 
     name = "whisper"
     frame_rate = 50.0
+    max_samples = (MAX_MEL_FRAMES + 1) * HOP - 1  # n samples give n // HOP mel frames: at most Whisper's 30 s
     layers_note = ("Whisper: the last layer is the encoder output after its final layer norm (as CTranslate2's "
                    "encode() returns it); layers 1..N-1 are the un-normalised outputs of their blocks.")
 
