@@ -17,10 +17,12 @@ from softtok.tokenizers.datadir import write_data_dir
 from softtok.tokenizers.fileio import ArkScpWriter
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.heads import TokenInput
-from test_vocoder_mel import DIM, K, _one_line, one_thread, toy  # noqa: F401  (shared fixtures: tones + features)
+from test_vocoder_mel import DIM, K, _one_line, toy  # noqa: F401  (shared fixtures: tones + features)
 
 SMOKE = REPO / "egs" / "piper_joe" / "voc" / "conf" / "hifigan_smoke.yaml"
 GPU = REPO / "egs" / "piper_joe" / "voc" / "conf" / "hifigan_gpu.yaml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kind) -> UnitHiFiGAN:
