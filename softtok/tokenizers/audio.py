@@ -15,7 +15,7 @@ import torch
 import torchaudio.functional as AF
 
 from softtok.tokenizers.datadir import DataDir, DataError, Segment
-from softtok.tokenizers.fileio import atomic_path
+from softtok.tokenizers.fileio import atomic_path, check_regular_file
 
 TARGET_SAMPLE_RATE = 16000
 PEAK_LIMIT = 0.99  # derived audio louder than this is scaled down as a whole (16-bit PCM would clip)
@@ -30,7 +30,9 @@ def _unreadable(utt: str, path: str, exc: Exception) -> AudioError:
 
 
 def audio_info(path: str, utt: str) -> Any:
-    """soundfile's header of ``path`` (rate, frames, channels); an unreadable file names the utterance."""
+    """soundfile's header of ``path`` (rate, frames, channels); an unreadable file names the utterance, and a FIFO
+    or another non-regular file is refused unopened."""
+    check_regular_file(path, f"utterance {utt!r}")
     try:
         return sf.info(path)
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/OSError
