@@ -13,7 +13,12 @@ import yaml
 
 T = TypeVar("T")
 
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotImplementedError)
+
+class JobError(RuntimeError):
+    """A job stopped by something outside its input (a killed worker process); reported as one line."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotImplementedError, JobError)
 
 
 def yaml_mapping(text: str) -> Dict[str, Any]:

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from softtok.common import default_device
-from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml
+from softtok.tokenizers.fileio import load_yaml, save_npy, save_yaml, sha256_of
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("faiss", "sklearn", "torch")
 # Keys of a feature spec that must agree between features and a codebook.
 SPEC_KEYS = ("feature", "dim", "layer", "checkpoint", "num_ceps", "num_mel_bins", "deltas", "cmn")
+LOAD_KEYS = ("path", "sha256")  # meta that :meth:`Codebook.load` adds; never written to the .yaml
 
 
 class CodebookMismatch(ValueError):
@@ -114,12 +115,13 @@ class Codebook:
         """Write ``path`` (.npy) and its ``.yaml`` sibling atomically."""
         path = Path(path)
         save_npy(path, self.centroids.astype(np.float32))
-        meta = {k: v for k, v in self.meta.items() if k != "path"}
+        meta = {k: v for k, v in self.meta.items() if k not in LOAD_KEYS}
         save_yaml(path.with_suffix(".yaml"), {"n_clusters": self.n_clusters, "dim": self.dim, **meta})
 
     @classmethod
     def load(cls, path: os.PathLike | str) -> "Codebook":
-        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere."""
+        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere. ``meta`` gains ``path`` and
+        ``sha256`` (of the .npy: what a trained model and token shards record, to know the codebook by content)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: codebook not found")
@@ -129,7 +131,7 @@ class Codebook:
         meta = load_yaml(path.with_suffix(".yaml")) if path.with_suffix(".yaml").is_file() else {}
         if meta and (meta.get("n_clusters"), meta.get("dim")) != centroids.shape:
             raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
-        meta["path"] = str(path)
+        meta.update(path=str(path), sha256=sha256_of(path))
         return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
 
 
