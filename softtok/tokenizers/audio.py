@@ -32,7 +32,12 @@ def _unreadable(utt: str, path: str, exc: Exception) -> AudioError:
 def audio_info(path: str, utt: str) -> Any:
     """soundfile's header of ``path`` (rate, frames, channels); an unreadable file names the utterance, and a FIFO
     or another non-regular file is refused unopened."""
-    check_regular_file(path, f"utterance {utt!r}")
+    try:
+        check_regular_file(path, f"utterance {utt!r}")
+    except FileNotFoundError:
+        pass  # soundfile's error below names it
+    except ValueError as exc:
+        raise AudioError(str(exc)) from None
     try:
         return sf.info(path)
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/OSError

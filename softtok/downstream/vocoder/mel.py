@@ -40,12 +40,13 @@ from torch import nn
 from softtok.common import run_job, setup_logging
 from softtok.downstream.data import ReadOnAccess, ScpFeatures, TokenData, pad_token_inputs
 from softtok.downstream.embedding import TokenEmbedding, rename_prefix
-from softtok.downstream.training import trained_codebooks
+from softtok.downstream.training import verify_codebooks
 from softtok.tokenizers.audio import (TARGET_SAMPLE_RATE, AudioError, audio_info, read_utterance, utterance_samples,
                                      write_audio)
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
 from softtok.tokenizers.fileio import load_yaml, save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, add_head_args, build_head, input_sizes
+from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import as_list
 
@@ -338,10 +339,12 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     paths = split_list(kmeans or config.get("kmeans"))
     if not paths:
         raise ValueError("a token model needs its k-means codebook (--kmeans)")
-    the_head = build_head(head, trained_codebooks(config, where, kmeans), **(head_conf or {}))
+    codebooks = [Codebook.load(p) for p in paths]
+    the_head = build_head(head, codebooks, **(head_conf or {}))
     n_tokens, _ = input_sizes(the_head, the_head.codebooks.source_dims)
     if n_tokens != config["n_tokens"]:
         raise ValueError(f"codebook {','.join(paths)} has K={n_tokens}, model has K={config['n_tokens']}")
+    verify_codebooks(config, codebooks, where)
     return the_head
 
 
