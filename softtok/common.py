@@ -16,10 +16,15 @@ import yaml
 
 T = TypeVar("T")
 
-# What a job reports as one error line (bad input, OS faults naming their path, unreadable YAML or pickles);
-# anything else is a bug and keeps its traceback.
+
+class JobError(RuntimeError):
+    """A job stopped by something outside its input (a killed worker process); reported as one line."""
+
+
+# What a job reports as one error line (bad input, OS faults naming their path, unreadable YAML or pickles, a killed
+# worker); anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, ImportError, NotImplementedError, yaml.YAMLError, pickle.UnpicklingError,
-               EOFError)
+               EOFError, JobError)
 
 
 def yaml_mapping(text: str) -> Dict[str, Any]:

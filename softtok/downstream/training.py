@@ -12,7 +12,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from softtok.tokenizers.fileio import atomic_path, load_torch, load_yaml, save_y
 from softtok.tokenizers.heads import Head, add_head_args
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.outdir import remove_stale_temps
+from softtok.tokenizers.provenance import differences
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import one_or_list
 
@@ -99,6 +101,81 @@ def kmeans_entry(kmeans: Optional[str]) -> Optional[str | List[str]]:
     if not kmeans:
         return None
     return one_or_list([str(Path(p).resolve()) for p in split_list(kmeans)])
+
+
+class CodebookChanged(ValueError):
+    """A codebook whose content is not the one a model was trained with."""
+
+
+BUNDLE_SPEC = "softtok.yaml"  # inference/bundle.py's SPEC_FILE: a bundle carries its own checked codebook copies
+_WARNED_UNHASHED: Set[str] = set()
+
+
+def input_provenance(codebooks: Optional[Sequence[Codebook]], feats: str) -> Dict[str, Any]:
+    """config.yaml's record, by content, of what a model is trained on: each codebook's sha256 (``kmeans_sha256``,
+    one per ``kmeans`` path) and each feature source's spec (``feature_specs``, its feats.yaml less the counts)."""
+    return {"kmeans_sha256": one_or_list([cb.meta["sha256"] for cb in codebooks]) if codebooks else None,
+            "feature_specs": [feature_spec_of(f) for f in split_list(feats)]}
+
+
+def verify_codebooks(config: Dict[str, Any], codebooks: Sequence[Codebook], where: str) -> None:
+    """Refuse (one line naming the file) a codebook whose sha256 differs from the one ``where`` (a config.yaml)
+    recorded at training; a config from before the hashes were recorded is warned about once and trusted."""
+    recorded = split_list(config.get("kmeans_sha256"))
+    if not recorded:
+        if where not in _WARNED_UNHASHED:
+            _WARNED_UNHASHED.add(where)
+            logger.warning("%s records no codebook sha256 (trained by an older softtok): cannot check that %s is the "
+                           "codebook it was trained with", where, ",".join(cb.meta.get("path", "?") for cb in codebooks))
+        return
+    if len(recorded) != len(codebooks):
+        raise CodebookChanged(f"{where}: trained with {len(recorded)} codebooks, given {len(codebooks)}")
+    for codebook, sha in zip(codebooks, recorded):
+        if codebook.meta["sha256"] != sha:
+            raise CodebookChanged(f"{codebook.meta['path']}: not the codebook {where} was trained with (sha256 "
+                                  f"{codebook.meta['sha256'][:12]}…, trained with {sha[:12]}…); was it re-learned?")
+
+
+def trained_codebooks(config: Dict[str, Any], where: str, kmeans: Optional[str] = None) -> Optional[List[Codebook]]:
+    """The codebooks of a trained model (``kmeans``, else the config's paths), checked by :func:`verify_codebooks`;
+    None for a continuous-input model."""
+    paths = split_list(kmeans or config.get("kmeans"))
+    if not paths:
+        return None
+    codebooks = [Codebook.load(p) for p in paths]
+    verify_codebooks(config, codebooks, where)
+    return codebooks
+
+
+def check_experiment(exp: Path) -> None:
+    """Refuse a trained experiment whose codebooks changed since training (a bundle folder is checked by its own
+    file hashes instead: its config names the codebooks it was exported from, not the copies it holds)."""
+    if not (exp / BUNDLE_SPEC).is_file():
+        trained_codebooks(load_yaml(exp / "config.yaml"), str(exp / "config.yaml"))
+
+
+def check_resume(exp: Path, config: Dict[str, Any]) -> None:
+    """Refuse to resume checkpoints of ``exp`` trained on other codebooks or features than ``config`` names."""
+    old_path = exp / "config.yaml"
+    if not old_path.is_file() or not any((exp / "checkpoints").glob("epoch*.pth")):
+        return
+    old = load_yaml(old_path)
+    changed = []
+    if old.get("kmeans_sha256") not in (None, config.get("kmeans_sha256")):
+        changed.append("the codebooks' content (kmeans_sha256)")
+    specs, new_specs = old.get("feature_specs"), config.get("feature_specs") or []
+    if specs is not None and specs != new_specs:
+        changed += [differences(a, b) for a, b in zip(specs, new_specs) if a != b] or ["the number of feature sources"]
+    if changed:
+        raise ValueError(f"{old_path}: its checkpoints were trained on other inputs than this run's "
+                         f"({'; '.join(changed)}); use a new --exp-dir or remove the old one")
+
+
+def save_run_config(exp: Path, config: Dict[str, Any]) -> None:
+    """Write ``exp/config.yaml`` (rank 0) after :func:`check_resume` (every rank) allows it."""
+    check_resume(exp, config)
+    if distributed.is_main():
+        save_yaml(exp / "config.yaml", config)
 
 
 EMBED_INITS = ("random", "centroids")
@@ -183,7 +260,11 @@ class EpochCheckpoints:
         self.t0 = time.perf_counter()
 
     def resume(self) -> int:
-        """Load the newest checkpoint, if any; returns the first epoch still to train."""
+        """Load the newest checkpoint, if any (temp files of killed runs are removed); returns the first epoch still
+        to train."""
+        if distributed.is_main():
+            remove_stale_temps(self.dir)
+            remove_stale_temps(self.exp)
         done = sorted(self.dir.glob("epoch*.pth"), key=lambda p: int(p.stem[5:]))
         if not done:
             return 1

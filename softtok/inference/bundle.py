@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from softtok.downstream.training import trained_codebooks
 from softtok.tokenizers.fileio import load_yaml, save_yaml, sha256_of
 from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.outdir import remove_stale_temps
+from softtok.tokenizers.provenance import differences
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import SWEEP_FILE, load_sweep, sweep_choice
 
@@ -41,11 +44,15 @@ def model_kind(config: Dict[str, Any]) -> str:
     return "vocoder" if config.get("vocoder") else "asr"
 
 
-def featurizer_entry(feats_scp: str) -> Dict[str, Any]:
-    """The featurizer of one source as the bundle records it: name, layer, options, checkpoint (path, sha256)."""
+def featurizer_entry(feats_scp: str, trained: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The featurizer of one source as the bundle records it: name, layer, options, checkpoint (path, sha256);
+    ``trained``: the spec the model's config recorded at training, which the feats.yaml must still give."""
     spec = dict(feature_spec_of(feats_scp))  # the feats.yaml less the dump's counts
     if not spec.get("feature"):
         raise BundleError(f"{feats_scp}: no feats.yaml beside it to say which features the model was trained on")
+    if trained is not None and trained != spec:
+        raise BundleError(f"{Path(feats_scp).with_name('feats.yaml')}: not the features the model was trained on "
+                          f"({differences(trained, spec)}); were they dumped again since?")
     return spec_entry(spec, feats_scp)
 
 
@@ -83,21 +90,24 @@ def export_bundle(exp_dir: str, out_dir: str, overwrite: bool = False) -> Dict[s
     if out.exists() and not overwrite:
         raise BundleError(f"{out}: already exists (give --overwrite to replace it)")
     config = load_yaml(exp / "config.yaml")
-    sources = [featurizer_entry(training_feats(exp, f)) for f in split_list(config["train_feats"])]
-    kmeans = split_list(config.get("kmeans")) if config.get("n_tokens") is not None else []
+    trained = config.get("feature_specs") or [None] * len(split_list(config["train_feats"]))
+    sources = [featurizer_entry(training_feats(exp, f), spec) for f, spec in zip(split_list(config["train_feats"]),
+                                                                               trained)]
+    codebooks = trained_codebooks(config, str(exp / "config.yaml")) if config.get("n_tokens") is not None else None
     head = default_head(exp, config)
     files = {name: exp / name for name in ("config.yaml", "model.pth")}
     if head.get("sweep"):
         files[SWEEP_FILE] = exp / SWEEP_FILE
     spec = {"kind": model_kind(config), "sources": sources, "model": {"config": "config.yaml", "weights": "model.pth",
             "trained_head": config.get("head")}, "head": head, "exported_from": str(exp.resolve())}
-    return write_bundle(out, spec, files, [Codebook.load(path) for path in kmeans])
+    return write_bundle(out, spec, files, codebooks)
 
 
 def write_bundle(out: Path, spec: Dict[str, Any], files: Dict[str, Path],
                  codebooks: Optional[List[Codebook]] = None) -> Dict[str, Any]:
     """Write a bundle folder whole or not at all: ``files`` (bundle name → source file) copied, one codebook per
     source saved as ``codebooks/<i>.npy`` (and named in ``spec["sources"]``), every file's sha256 recorded."""
+    remove_stale_temps(out.parent, prefix=f"{out.name}.tmp.")
     tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "codebooks").mkdir(parents=True)

@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence
 from softtok.common import run_job, setup_logging
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.scoring import load_per_utt, paired_bootstrap, summarize
+from softtok.downstream.training import trained_codebooks
 from softtok.reporting import (commands_section, encoder_note, generated_by, pyplot, read_commands, rerender,
                                 save_figure, training_summary, write_report)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import run_dir_name
-from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import SEP, split_list
 from softtok.tokenizers.tau import (SWEEP_FILE, SweepRule, Tau, best_tau, load_sweep, run_sweep, sweep_choice,
                                     tau_grid)
@@ -57,7 +57,7 @@ def sweep_tau(exp_dir: str, feats: str, text: str, factors: Sequence[float] = DE
     """Decode dev with the hard head and soft heads over the τ grid; pick τ* (:data:`ASR_RULE`)."""
     exp = Path(exp_dir)
     config = load_yaml(exp / "config.yaml")
-    scale, grid = tau_grid([Codebook.load(p) for p in split_list(config["kmeans"])], split_list(feats), factors)
+    scale, grid = tau_grid(trained_codebooks(config, str(exp / "config.yaml")), split_list(feats), factors)
 
     def score(tau: Optional[Tau]) -> Dict[str, Any]:
         head = "hard" if tau is None else "soft"

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from softtok.common import run_job, setup_logging
 from softtok.tokenizers.fileio import atomic_write_text, load_yaml
+from softtok.tokenizers.workers import STOP_GRACE_S, exit_on_signals
 
 logger = logging.getLogger("softtok.launch")
 
@@ -115,12 +116,24 @@ def unfinished_tasks(log_dir: Path, name: str, nj: int) -> List[int]:
 
 
 def _run(argv: Sequence[str], what: str, not_found: str = "") -> None:
-    """Run a command in the foreground; a missing program or a non-zero exit is a LaunchError."""
+    """Run a command in the foreground; a missing program or a non-zero exit is a LaunchError. SIGTERM or SIGINT
+    here stops the command with SIGTERM (so its own workers stop too) before this process exits."""
     logger.info("running %s", shlex.join(argv))
     try:
-        rc = subprocess.run(list(argv)).returncode
+        proc = subprocess.Popen(list(argv))
     except FileNotFoundError:
         raise LaunchError(f"{argv[0]}: command not found{not_found}") from None
+    with exit_on_signals():
+        try:
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     if rc != 0:
         raise LaunchError(f"{what} failed (exit {rc}): {shlex.join(argv)}")
 

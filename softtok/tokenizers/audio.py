@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional as AF
 
 from softtok.tokenizers.datadir import DataDir, DataError, Segment
-from softtok.tokenizers.fileio import atomic_path
+from softtok.tokenizers.fileio import atomic_path, check_regular_file
 
 TARGET_SAMPLE_RATE = 16000
 PEAK_LIMIT = 0.99  # derived audio louder than this is scaled down as a whole (16-bit PCM would clip)
@@ -38,7 +38,14 @@ def _unreadable(utt: str, path: str, exc: Exception) -> AudioError:
 
 
 def audio_info(path: str, utt: str) -> Any:
-    """soundfile's header of ``path`` (rate, frames, channels); an unreadable or truncated file names the utterance."""
+    """soundfile's header of ``path`` (rate, frames, channels); an unreadable or truncated file names the utterance,
+    and a FIFO or another non-regular file is refused unopened."""
+    try:
+        check_regular_file(path, f"utterance {utt!r}")
+    except FileNotFoundError:
+        pass  # soundfile's error below names it
+    except ValueError as exc:
+        raise AudioError(str(exc)) from None
     try:
         info = sf.info(path)
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/OSError

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from softtok.tokenizers.fileio import atomic_write_text
+from softtok.tokenizers.outdir import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def copy_data_dir(src: os.PathLike | str, out_dir: os.PathLike | str) -> Path:
     """Every file of the data dir ``src`` (validated first) copied as they are to ``out_dir``, which it replaces
     (``rm -rf OUT; cp -r SRC OUT``, built beside ``out_dir`` and renamed into place)."""
     data, out = load_data_dir(src), Path(out_dir)
+    remove_stale_temps(out.parent, prefix=f"{out.name}.tmp.")
     tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(data.path, tmp, symlinks=True, copy_function=shutil.copy)

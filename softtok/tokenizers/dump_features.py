@@ -3,15 +3,17 @@
 Outputs in ``out_dir``: ``shards/feats_{rank}_{nshard}.{ark,scp,done}`` per shard
 (contiguous slices of the sorted utterances, as fairseq's simple_kmeans), and once every
 shard is done, ``feats.scp`` (all utterances, sorted), ``utt2num_frames`` and ``feats.yaml`` (feature spec,
-frame rate, counts). A shard whose ``.done`` marker exists is skipped, so a re-run
-resumes; ``--nj N`` runs N local processes, ``--shard i/N`` one shard of an array job, and
-``--merge N`` only merges the N shards an array job wrote (softtok.recipes.launch runs it).
+frame rate, counts). A shard whose ``.done`` marker records the fingerprint of this run's inputs
+(:func:`~softtok.tokenizers.provenance.feature_fingerprint`: featurizer spec and checkpoint, audio listing,
+compression) is skipped, so a re-run resumes; any other shard is recomputed, and the merged files are removed
+first. ``--nj N`` runs N local processes (:mod:`~softtok.tokenizers.workers`), ``--shard i/N`` one shard of an
+array job, and ``--merge N`` only merges the N shards an array job wrote (softtok.recipes.launch runs it). The
+folder is locked while a run writes it (:mod:`~softtok.tokenizers.outdir`).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -24,8 +26,11 @@ from softtok.common import positive_int
 from softtok.tokenizers.audio import AudioError, read_utterance
 from softtok.tokenizers.datadir import DataDir, load_data_dir
 from softtok.tokenizers.features.base import Featurizer, build_featurizer
-from softtok.tokenizers.fileio import (ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries, save_yaml,
-                                      write_num_frames)
+from softtok.tokenizers.fileio import (UTT2NUM_FRAMES, ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries,
+                                      save_yaml, write_num_frames)
+from softtok.tokenizers.outdir import locked_output
+from softtok.tokenizers.provenance import feature_fingerprint, shard_status
+from softtok.tokenizers.workers import exit_on_signals, run_workers
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +71,20 @@ def plan_shards(n_items: int, nj: int = 1, shard: Optional[str] = None,
     return list(range(nshard)), nshard
 
 
-def require_done(done_markers: List[Path], is_done: Callable[[Path], bool] = Path.exists) -> None:
-    """Refuse to merge (``--merge N``) while any shard is not done; names the missing markers."""
-    missing = [p for p in done_markers if not is_done(p)]
-    if missing:
-        raise ValueError(f"cannot merge {len(done_markers)} shards: {len(missing)} not done "
-                         f"({', '.join(str(p) for p in missing[:3])}{' ...' if len(missing) > 3 else ''})")
+def require_done(statuses: Dict[Path, Optional[str]]) -> None:
+    """Refuse to merge (``--merge N``) while any shard is not done with this run's inputs (status not None);
+    names the first markers and why."""
+    bad = [f"{p}: {why}" for p, why in statuses.items() if why is not None]
+    if bad:
+        raise ValueError(f"cannot merge {len(statuses)} shards: {len(bad)} not done "
+                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+
+
+def remove_merged(out_dir: Path, names: Tuple[str, ...]) -> None:
+    """Remove a folder's merged outputs (in order: the index readers open first goes first) before shards change,
+    so no merged file ever describes shards it was not made from."""
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def shard_paths(out_dir: Path, rank: int, nshard: int) -> Dict[str, Path]:
@@ -86,15 +99,29 @@ def _batches(utts: List[str], batch_size: int) -> List[List[str]]:
     return [utts[i:i + batch_size] for i in range(0, len(utts), batch_size)]
 
 
+MERGED = ("feats.scp", UTT2NUM_FRAMES, "feats.yaml")
+
+
+def shard_utts(data: DataDir, rank: int, nshard: int) -> List[str]:
+    """The utterances of shard ``rank`` of ``nshard``."""
+    start, end = shard_slice(len(data), rank, nshard)
+    return data.utt_ids[start:end]
+
+
 def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, nshard: int,
                batch_size: int = 1, progress: bool = True, compress: bool = False) -> Dict[str, Any]:
-    """Compute and write one shard's features (``compress``: Kaldi two-byte matrices); skip it when it is done."""
+    """Compute and write one shard's features (``compress``: Kaldi two-byte matrices); skip it when it is done
+    from the same inputs (its fingerprint), recompute it otherwise."""
     paths = shard_paths(out_dir, rank, nshard)
-    if paths["done"].exists():
+    utts = shard_utts(data, rank, nshard)
+    fingerprint = feature_fingerprint(featurizer.spec(), data, utts, compress)
+    status = shard_status(paths["done"], fingerprint)
+    if status is None:
         logger.info("shard %d/%d already done: %s", rank, nshard, paths["scp"])
         return load_yaml(paths["done"])
-    start, end = shard_slice(len(data), rank, nshard)
-    utts = data.utt_ids[start:end]
+    if paths["done"].exists():
+        logger.info("shard %d/%d %s; recomputing it", rank, nshard, status)
+        paths["done"].unlink()
     n_frames = 0
     t0 = time.perf_counter()
     with ArkScpWriter(paths["ark"], paths["scp"], compress) as writer, logging_redirect_tqdm():
@@ -115,16 +142,29 @@ def dump_shard(data: DataDir, featurizer: Featurizer, out_dir: Path, rank: int, 
             bar.update(len(batch))
         bar.close()
     stats = {"rank": rank, "nshard": nshard, "utts": len(utts), "frames": n_frames,
-             "seconds": round(time.perf_counter() - t0, 2)}
+             "seconds": round(time.perf_counter() - t0, 2), "fingerprint": fingerprint}
     save_yaml(paths["done"], stats)
     return stats
 
 
-def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any]) -> Optional[Path]:
-    """Write feats.scp + feats.yaml once every shard is done; return feats.scp or None."""
-    shards = [shard_paths(out_dir, r, nshard) for r in range(nshard)]
-    if not all(p["done"].exists() for p in shards):
+def shard_statuses(data: DataDir, spec: Dict[str, Any], out_dir: Path, ranks: List[int], nshard: int,
+                   compress: bool) -> Dict[int, Optional[str]]:
+    """Each rank's :func:`shard_status` against this run's inputs (None: done and current)."""
+    return {r: shard_status(shard_paths(out_dir, r, nshard)["done"],
+                            feature_fingerprint(spec, data, shard_utts(data, r, nshard), compress)) for r in ranks}
+
+
+def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any], current: List[int],
+                 statuses: Callable[[List[int]], Dict[int, Optional[str]]]) -> Optional[Path]:
+    """Write feats.scp + feats.yaml once every shard is done from this run's inputs; return feats.scp or None.
+
+    ``current``: ranks known done and current; ``statuses(ranks)`` checks the others (only once all are done).
+    """
+    others = [r for r in range(nshard) if r not in current]
+    if not all(shard_paths(out_dir, r, nshard)["done"].is_file() for r in others) or \
+            any(why is not None for why in statuses(others).values()):
         return None
+    shards = [shard_paths(out_dir, r, nshard) for r in range(nshard)]
     lines, n_utts, n_frames = [], 0, 0
     for p in shards:
         stats = load_yaml(p["done"])
@@ -139,8 +179,8 @@ def merge_shards(out_dir: Path, nshard: int, spec: Dict[str, Any]) -> Optional[P
     return feats_scp
 
 
-def _worker(args: Tuple) -> Dict[str, Any]:
-    data_dir, feature, feature_kwargs, out_dir, rank, nshard, batch_size, compress = args
+def _worker(data_dir: str, feature: str, feature_kwargs: Dict[str, Any], out_dir: str, rank: int, nshard: int,
+            batch_size: int, compress: bool) -> Dict[str, Any]:
     torch.set_num_threads(1)
     data = load_data_dir(data_dir)
     featurizer = build_featurizer(feature, **feature_kwargs)
@@ -190,18 +230,22 @@ def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard:
     featurizer = build_featurizer(feature, **feature_kwargs)
     spec = {**featurizer.spec(), "data_dir": str(Path(data_dir).resolve())}
     ranks, nshard = plan_shards(len(data), nj, shard, merge)
-    if merge is not None:
-        require_done([shard_paths(out, r, nshard)["done"] for r in range(nshard)])
-    todo = [r for r in ranks if not shard_paths(out, r, nshard)["done"].exists()]
-    if len(todo) > 1:
-        ctx = mp.get_context("spawn")
-        args = [(data_dir, feature, feature_kwargs, str(out), r, nshard, batch_size, compress) for r in todo]
-        with ctx.Pool(len(todo)) as pool:
-            pool.map(_worker, args)
-    else:
-        for r in todo:
-            dump_shard(data, featurizer, out, r, nshard, batch_size, compress=compress)
-    feats_scp = merge_shards(out, nshard, spec)
+    stems = [shard_paths(out, r, nshard)["done"].stem for r in ranks] if shard is not None else []
+    with exit_on_signals(), locked_output(out, stems, whole=shard is None):
+        if merge is not None:  # every shard checked here, so the merge below checks none again
+            require_done({shard_paths(out, r, nshard)["done"]: why for r, why in
+                          shard_statuses(data, spec, out, list(range(nshard)), nshard, compress).items()})
+        todo = [r for r, why in shard_statuses(data, spec, out, ranks, nshard, compress).items() if why is not None]
+        if todo:
+            remove_merged(out, MERGED)
+        if len(todo) > 1:
+            run_workers(_worker, [(f"shard {r}/{nshard}", (data_dir, feature, feature_kwargs, str(out), r, nshard,
+                                                           batch_size, compress)) for r in todo])
+        else:
+            for r in todo:
+                dump_shard(data, featurizer, out, r, nshard, batch_size, compress=compress)
+        feats_scp = merge_shards(out, nshard, spec, ranks if merge is None else list(range(nshard)),
+                                 lambda rs: shard_statuses(data, spec, out, rs, nshard, compress))
     summary = {"shards": nshard if merge is not None else len(ranks), "seconds": round(time.perf_counter() - t0, 1),
                "output": str(feats_scp or out / "shards")}
     if feats_scp is not None:

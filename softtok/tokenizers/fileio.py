@@ -10,9 +10,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import stat
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 import kaldiio
 from kaldiio.compression_header import kTwoByteAuto
@@ -197,11 +199,40 @@ class ArkScpWriter:
         self.close(ok=exc_type is None)
 
 
+_FILE_KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+               stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a directory"}
+
+
+def check_regular_file(path: os.PathLike | str, what: str = "") -> None:
+    """Refuse (one line, naming ``what`` and the path) a missing path or one that is not a regular file (a FIFO, a
+    device, a folder), without opening it: reading a FIFO or a device could block forever or never end."""
+    prefix = f"{what}: " if what else ""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{prefix}{path}: file not found") from None
+    except OSError as exc:
+        raise ValueError(f"{prefix}{path}: cannot stat it ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), "not a regular file")
+        raise ValueError(f"{prefix}{path} is {kind}, not a regular file; refusing to read it")
+
+
+_ARK_LOCATION = re.compile(r"^(.*):\d+(\[[^\]]*\])?$")  # path:offset, optionally [row/column slice]
+
+
+def ark_of(location: str) -> Optional[str]:
+    """The file an scp entry's location reads (``ark:offset`` → ``ark``), or None for a ``command |`` pipe."""
+    if location.rstrip().endswith("|"):
+        return None
+    match = _ARK_LOCATION.match(location)
+    return match.group(1) if match else location
+
+
 def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
-    """Read ``(key, ark:offset)`` pairs of an scp file, checking it exists and is non-empty."""
+    """Read ``(key, ark:offset)`` pairs of an scp file, checking it is a regular file and non-empty."""
     scp_path = Path(scp_path)
-    if not scp_path.is_file():
-        raise FileNotFoundError(f"{scp_path}: file not found")
+    check_regular_file(scp_path)
     entries, seen = [], set()
     with open(scp_path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -218,8 +249,12 @@ def read_scp_entries(scp_path: os.PathLike | str) -> List[Tuple[str, str]]:
 
 
 def load_matrix(scp_path: os.PathLike | str, key: str, location: str) -> np.ndarray:
-    """The matrix at ``location`` (an scp entry's ``ark:offset``); a broken entry or NaN/infinite values are an error
-    naming the key (never a token id or a NaN probability further on)."""
+    """The matrix at ``location`` (an scp entry's ``ark:offset``); a broken entry, one pointing at a FIFO or another
+    non-regular file, or NaN/infinite values are an error naming the key (never a token id or a NaN probability
+    further on)."""
+    ark = ark_of(location)
+    if ark is not None:
+        check_regular_file(ark, f"{scp_path}: {key!r}")
     try:
         matrix = kaldiio.load_mat(location)
     except Exception as exc:  # kaldiio raises many types for a broken ark
@@ -268,6 +303,7 @@ def read_matrix_shapes(scp_path: os.PathLike | str) -> Dict[str, Tuple[int, int]
             if ark and offset.isdigit():
                 try:
                     if ark not in handles:
+                        check_regular_file(ark, f"{scp_path}: {key!r}")
                         handles[ark] = stack.enter_context(open(ark, "rb"))
                     handles[ark].seek(int(offset))
                     shape = _read_binary_shape(handles[ark])

@@ -7,9 +7,7 @@ save; load features + codebook → head → write tokens.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -20,12 +18,15 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.common import default_device, positive_int, run_job, setup_logging
-from softtok.tokenizers.dump_features import plan_shards, require_done, shard_slice
+from softtok.tokenizers.dump_features import plan_shards, remove_merged, require_done, shard_slice
 from softtok.tokenizers.fileio import (ArkScpWriter, atomic_path, atomic_write_text, check_output, iter_scp,
                                        load_matrix, load_num_frames, load_yaml, read_scp_entries, save_yaml)
 from softtok.tokenizers.heads import TokenInput, add_head_args, build_head, head_conf_of
 from softtok.tokenizers.kmeans import Codebook, check_options, learn_kmeans
+from softtok.tokenizers.outdir import locked_output, remove_stale_temps
+from softtok.tokenizers.provenance import scp_fingerprint, shard_status
 from softtok.tokenizers.streams import is_per_channel
+from softtok.tokenizers.workers import exit_on_signals, run_workers
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def run_learn_kmeans(feats: str, n_clusters: int, backend: str, out: str, portio
     logger.info("learning K=%d %s k-means on %d frames of dim %d", n_clusters, backend, *x.shape)
     codebook = learn_kmeans(x, n_clusters, backend=backend, seed=seed, feature_spec=spec, **options)
     codebook.meta.update(portion=portion, feats=str(Path(feats).resolve()))
+    for name in (Path(out).name, Path(out).with_suffix(".yaml").name):  # a killed earlier run's halves
+        remove_stale_temps(Path(out).parent, prefix=f"{name}.tmp.")
     codebook.save(out)
     return {"frames": int(len(x)), "K": n_clusters, "inertia": round(codebook.meta["inertia"], 2),
             "seconds": round(time.perf_counter() - t0, 1), "output": str(out)}
@@ -146,23 +149,27 @@ class TokenJob:
                      "top_k": conf.get("top_k"), "dedup": dedup_ids, "layout": LAYOUTS[kind],
                      "kmeans": str(Path(kmeans).resolve()), "n_clusters": self.codebook.n_clusters,
                      "feats": str(Path(feats).resolve())}
-        centroids_sha1 = hashlib.sha1(self.codebook.centroids.tobytes()).hexdigest()
-        self.settings = {**{k: self.meta[k] for k in ("settings", "dedup", "kmeans", "feats")},
-                         "centroids_sha1": centroids_sha1}
+        # What a shard depends on, by content: head settings, the codebook's bytes, the features behind feats.scp.
+        self.fingerprint = {"head": self.meta["settings"], "dedup": dedup_ids,
+                            "codebook_sha256": self.codebook.meta["sha256"], "features": scp_fingerprint(feats)}
 
     def paths(self, rank: int, nshard: int) -> Dict[str, Path]:
         return token_shard_paths(self.out, rank, nshard, self.hard)
 
-    def done(self, marker: Path) -> bool:
-        """A shard counts as done only for the same settings (head, τ, codebook, features)."""
-        return marker.is_file() and load_yaml(marker).get("settings") == self.settings
+    def status(self, marker: Path) -> Optional[str]:
+        """None when the shard is done from the same head, codebook content and features, else why not."""
+        return shard_status(marker, self.fingerprint)
 
     def dump_shard(self, rank: int, nshard: int, progress: bool = True) -> Dict[str, Any]:
-        """Write one shard (a contiguous slice of the feats.scp entries) unless it is done with these settings."""
+        """Write one shard (a contiguous slice of the feats.scp entries) unless it is done from the same inputs."""
         paths = self.paths(rank, nshard)
-        if self.done(paths["done"]):
+        status = self.status(paths["done"])
+        if status is None:
             logger.info("token shard %d/%d already done: %s", rank, nshard, paths["done"])
             return load_yaml(paths["done"])
+        if paths["done"].exists():
+            logger.info("token shard %d/%d %s; recomputing it", rank, nshard, status)
+            paths["done"].unlink()
         start, end = shard_slice(len(read_scp_entries(self.feats)), rank, nshard)
         device = default_device()  # distances on the GPU when one is visible
         items = tqdm(iter_scp(self.feats, start, end), total=end - start, disable=not progress, unit="utt",
@@ -183,7 +190,7 @@ class TokenJob:
                         tokens = self.head_fn(_as_tensor(mat, key, self.codebook, device))
                         writer.write(key, token_matrix(tokens))
                         n_utts, n_frames = n_utts + 1, n_frames + len(mat)
-        stats = {"rank": rank, "nshard": nshard, "utts": n_utts, "frames": n_frames, "settings": self.settings}
+        stats = {"rank": rank, "nshard": nshard, "utts": n_utts, "frames": n_frames, "fingerprint": self.fingerprint}
         save_yaml(paths["done"], stats)
         return stats
 
@@ -193,9 +200,10 @@ class TokenJob:
         Returns None while a shard is missing, or raises when ``strict`` (``--merge N``).
         """
         shards = [self.paths(r, nshard) for r in range(nshard)]
+        statuses = {p["done"]: self.status(p["done"]) for p in shards}
         if strict:
-            require_done([p["done"] for p in shards], self.done)
-        if not all(self.done(p["done"]) for p in shards):
+            require_done(statuses)
+        if any(why is not None for why in statuses.values()):
             return None
         output = self.out / ("tokens.txt" if self.hard else "tokens.scp")
         text = "".join(p["txt" if self.hard else "scp"].read_text(encoding="utf-8") for p in shards)
@@ -205,10 +213,12 @@ class TokenJob:
         return output
 
 
-def _token_worker(args: Tuple) -> Dict[str, Any]:
-    job_args, rank, nshard = args
+def _token_worker(job_args: Tuple, rank: int, nshard: int) -> Dict[str, Any]:
     torch.set_num_threads(1)
     return TokenJob(*job_args).dump_shard(rank, nshard)
+
+
+MERGED_TOKENS = ("tokens.txt", "tokens.scp", "tokens.yaml")
 
 
 def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optional[float] = None,
@@ -218,7 +228,8 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
     """Write tokens of every utterance: ``tokens.txt`` (hard) or ``tokens.scp`` (soft/continuous).
 
     Sharded like dump-features: ``nj`` local processes, one ``shard`` (i/N) of an array job, or
-    ``merge`` N finished shards; shards done with the same settings are skipped on a re-run.
+    ``merge`` N finished shards; shards done from the same head settings, codebook content and features are
+    skipped on a re-run, any other is recomputed (the merged files removed first). The folder is locked meanwhile.
     """
     t0 = time.perf_counter()
     check_output(out_dir, "--out-dir", is_dir=True)
@@ -226,14 +237,17 @@ def run_dump_tokens(feats: str, kmeans: str, head: str, out_dir: str, tau: Optio
     job_args = (feats, kmeans, head, out_dir, conf, dedup_ids)
     job = TokenJob(*job_args)
     ranks, nshard = plan_shards(len(read_scp_entries(feats)), nj, shard, merge)
-    todo = [r for r in ranks if not job.done(job.paths(r, nshard)["done"])]
-    if len(todo) > 1:
-        with mp.get_context("spawn").Pool(len(todo)) as pool:
-            pool.map(_token_worker, [(job_args, r, nshard) for r in todo])
-    else:
-        for r in todo:
-            job.dump_shard(r, nshard)
-    output = job.merge(nshard, strict=merge is not None)
+    stems = [job.paths(r, nshard)["done"].stem for r in ranks] if shard is not None else []
+    with exit_on_signals(), locked_output(job.out, stems, whole=shard is None):
+        todo = [r for r in ranks if job.status(job.paths(r, nshard)["done"]) is not None]
+        if todo:
+            remove_merged(job.out, MERGED_TOKENS)
+        if len(todo) > 1:
+            run_workers(_token_worker, [(f"shard {r}/{nshard}", (job_args, r, nshard)) for r in todo])
+        else:
+            for r in todo:
+                job.dump_shard(r, nshard)
+        output = job.merge(nshard, strict=merge is not None)
     summary: Dict[str, Any] = {"shards": nshard if merge is not None else len(ranks)}
     if output is not None:
         stats = [load_yaml(job.paths(r, nshard)["done"]) for r in range(nshard)]

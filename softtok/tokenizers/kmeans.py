@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from softtok.common import default_device, positive_int
-from softtok.tokenizers.fileio import atomic_files, load_yaml, write_npy, yaml_text
+from softtok.tokenizers.fileio import atomic_files, load_yaml, sha256_of, write_npy, yaml_text
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("faiss", "sklearn", "torch")
 # Keys of a feature spec that must agree between features and a codebook.
 SPEC_KEYS = ("feature", "dim", "layer", "checkpoint", "num_ceps", "num_mel_bins", "deltas", "cmn")
+LOAD_KEYS = ("path", "sha256")  # meta that :meth:`Codebook.load` adds; never written to the .yaml
 
 
 class CodebookMismatch(ValueError):
@@ -133,7 +134,7 @@ class Codebook:
             raise ValueError(f"{path}: is a directory; give the codebook's .npy file name")
         if not np.isfinite(self.centroids).all():
             raise ValueError(f"{path}: refusing to write NaN or infinite centroids")
-        meta = {k: v for k, v in self.meta.items() if k != "path"}
+        meta = {k: v for k, v in self.meta.items() if k not in LOAD_KEYS}
         text = yaml_text({"n_clusters": self.n_clusters, "dim": self.dim, **meta})
         with atomic_files(path, path.with_suffix(".yaml")) as (npy_tmp, yaml_tmp):
             write_npy(npy_tmp, self.centroids.astype(np.float32))
@@ -141,7 +142,9 @@ class Codebook:
 
     @classmethod
     def load(cls, path: os.PathLike | str) -> "Codebook":
-        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere (a warning says so)."""
+        """Read a codebook; the .yaml sibling is optional for centroids made elsewhere (a warning says so). ``meta``
+        gains ``path`` and ``sha256`` (of the .npy: what a trained model and token shards record, to know the
+        codebook by content)."""
         path = Path(path)
         meta_path = path.with_suffix(".yaml")
         if not path.is_file():
@@ -160,7 +163,7 @@ class Codebook:
                            "spec is not checked", path, meta_path.name)
         if meta and (meta.get("n_clusters"), meta.get("dim")) != centroids.shape:
             raise ValueError(f"{path}: centroids {centroids.shape} disagree with {path.with_suffix('.yaml')}")
-        meta["path"] = str(path)
+        meta.update(path=str(path), sha256=sha256_of(path))
         return cls(np.ascontiguousarray(centroids, dtype=np.float32), meta)
 
 

@@ -30,9 +30,10 @@ from softtok.downstream import distributed
 from softtok.downstream.asr.data import TokenASRData, read_transcripts
 from softtok.downstream.asr.model import TokenASR, tokenizer_class
 from softtok.downstream.data import iterate
-from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, init_embedding,
-                                        kmeans_entry, load_codebooks, load_run_config, log_to_file, optimizer_step)
-from softtok.tokenizers.fileio import check_output, load_torch, load_yaml, save_yaml
+from softtok.downstream.training import (EpochCheckpoints, add_training_args, check_experiment,
+                                        cli_overrides, init_embedding, input_provenance, kmeans_entry, load_codebooks,
+                                        load_run_config, log_to_file, optimizer_step, save_run_config)
+from softtok.tokenizers.fileio import check_output, load_torch, load_yaml
 from softtok.tokenizers.heads import build_head, input_sizes
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import tau_scales, taus_of
@@ -56,8 +57,10 @@ def build_model(config: Dict[str, Any]) -> TokenASR:
 
 
 def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str = "cpu"):
-    """(model in eval mode, config, output tokenizer: characters or phones) of a trained experiment."""
+    """(model in eval mode, config, output tokenizer: characters or phones) of a trained experiment (refused when
+    the codebooks at its config's paths changed since training)."""
     exp = Path(exp_dir)
+    check_experiment(exp)
     config = load_yaml(exp / "config.yaml")
     model = build_model(config)
     model.load_state_dict(load_torch(exp / checkpoint, map_location=device))
@@ -124,9 +127,8 @@ def _train(config_path, train_feats, train_text, valid_feats, valid_text, exp: P
     n_tokens, feat_dim = input_sizes(head, train_data.source_dims)
     config = {**conf, "token_list": tokenizer.token_list, "head": head_name, "head_conf": head_conf, "tau_factor": tau_factor,
               "n_tokens": n_tokens, "feat_dim": feat_dim, "kmeans": kmeans_entry(kmeans),
-              "train_feats": str(train_feats)}
-    if distributed.is_main():
-        save_yaml(exp / "config.yaml", config)
+              **input_provenance(codebooks, train_feats), "train_feats": str(train_feats)}
+    save_run_config(exp, config)
     model = build_model(config)
     init_embedding(model.embedding, conf["embed_init"], head)
     model = model.to(device)

@@ -47,11 +47,10 @@ from softtok.downstream import distributed
 from softtok.downstream.data import pad_token_inputs
 from softtok.downstream.embedding import TokenEmbedding, rename_prefix
 from softtok.downstream.training import (EpochCheckpoints, cli_overrides, init_embedding, load_codebooks,
-                                        load_run_config, optimizer_step)
+                                        load_run_config, optimizer_step, save_run_config)
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (SAMPLE_RATE, MelVocoderData, Render, add_synthesis_args, check_batched,
                                             inference_head, load_trained, synth_settings, synthesize_waves)
-from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, TokenInput, build_head
 
 logger = logging.getLogger(__name__)
@@ -311,8 +310,7 @@ def _setup(conf, feats, data_dir, exp: Path, head_name, kmeans, head_conf, valid
     head = build_head(head_name, load_codebooks(kmeans, feats), train_data.source_dims, **head_conf)
     config = mel_train.run_config(conf, "hifigan", head, head_conf, kmeans, feats, data_dir,
                                   train_data.feats[train_data.utts[0]], sample_rate=SAMPLE_RATE, hop=HOP)
-    if distributed.is_main():
-        save_yaml(exp / "config.yaml", config)
+    save_run_config(exp, config)
     return head, train_data, valid_data, config
 
 
@@ -380,7 +378,7 @@ def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = Non
     t0 = time.perf_counter()
     timer = {"network_seconds": 0.0}
     render, config = load_renderer(exp_dir, device, timer)
-    the_head = inference_head(config, head, head_conf, kmeans)
+    the_head = inference_head(config, head, head_conf, kmeans, str(Path(exp_dir) / "config.yaml"))
     settings = {**synth_settings(exp_dir, config, feats, the_head, head_conf, kmeans), "vocoder": "hifigan",
                 "sample_rate": SAMPLE_RATE}
     summary = synthesize_waves(render, the_head, feats, out_dir, settings, device)

@@ -40,6 +40,7 @@ from torch import nn
 from softtok.common import run_job, setup_logging
 from softtok.downstream.data import ReadOnAccess, ScpFeatures, TokenData, pad_token_inputs
 from softtok.downstream.embedding import TokenEmbedding, rename_prefix
+from softtok.downstream.training import verify_codebooks
 from softtok.tokenizers.audio import (TARGET_SAMPLE_RATE, AudioError, audio_info, read_utterance, utterance_samples,
                                      write_audio)
 from softtok.tokenizers.datadir import DataDir, load_data_dir, write_kaldi_map
@@ -324,8 +325,9 @@ def load_trained(exp_dir: str | Path, checkpoint: str = "model.pth", device: str
 
 
 def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optional[Dict[str, Any]],
-                   kmeans: Optional[str] = None) -> Head:
-    """The head for synthesis (default: the training head and its options), checked against the model (kind, K)."""
+                   kmeans: Optional[str] = None, where: str = "config.yaml") -> Head:
+    """The head for synthesis (default: the training head and its options), checked against the model (kind, K, and
+    the codebooks' content that ``where``, the config, recorded)."""
     if head is None:
         head, head_conf = config["head"], head_conf or config.get("head_conf") or {}
     discrete = config.get("n_tokens") is not None
@@ -337,10 +339,12 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     paths = split_list(kmeans or config.get("kmeans"))
     if not paths:
         raise ValueError("a token model needs its k-means codebook (--kmeans)")
-    the_head = build_head(head, [Codebook.load(p) for p in paths], **(head_conf or {}))
+    codebooks = [Codebook.load(p) for p in paths]
+    the_head = build_head(head, codebooks, **(head_conf or {}))
     n_tokens, _ = input_sizes(the_head, the_head.codebooks.source_dims)
     if n_tokens != config["n_tokens"]:
         raise ValueError(f"codebook {','.join(paths)} has K={n_tokens}, model has K={config['n_tokens']}")
+    verify_codebooks(config, codebooks, where)
     return the_head
 
 
@@ -412,7 +416,7 @@ def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = Non
     t0 = time.perf_counter()
     timers = {"network_seconds": 0.0, "griffin_lim_seconds": 0.0}
     render, config = load_renderer(exp_dir, device, n_iter, timers)
-    the_head = inference_head(config, head, head_conf, kmeans)
+    the_head = inference_head(config, head, head_conf, kmeans, str(Path(exp_dir) / "config.yaml"))
     settings = {**synth_settings(exp_dir, config, feats, the_head, head_conf, kmeans),
                 "griffin_lim": {"n_iter": n_iter, "momentum": 0.99, "mel_inverse": "pinv"}, "mel": MEL_SETTINGS}
     summary = synthesize_waves(render, the_head, feats, out_dir, settings, device)

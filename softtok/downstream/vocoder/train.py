@@ -27,9 +27,9 @@ from softtok.common import default_device, run_job, setup_logging
 from softtok.downstream import distributed
 from softtok.downstream.data import iterate
 from softtok.downstream.training import (EpochCheckpoints, add_training_args, cli_overrides, init_embedding,
-                                        kmeans_entry, load_codebooks, load_run_config, log_to_file, optimizer_step)
+                                        input_provenance, kmeans_entry, load_codebooks, load_run_config, log_to_file,
+                                        optimizer_step, save_run_config)
 from softtok.downstream.vocoder.mel import MEL_SETTINGS, MelVocoderData, build_model
-from softtok.tokenizers.fileio import save_yaml
 from softtok.tokenizers.heads import Head, build_head, input_sizes
 from softtok.tokenizers.streams import split_sources
 
@@ -95,7 +95,9 @@ def run_config(conf: Dict[str, Any], vocoder: str, head: Head, head_conf: Dict[s
             cb.check_features(x, name=feats)
     n_tokens, feat_dim = input_sizes(head, source_dims)
     return {**conf, "vocoder": vocoder, "head": head.name, "head_conf": head_conf, "n_tokens": n_tokens,
-            "feat_dim": feat_dim, "kmeans": kmeans_entry(kmeans), "train_feats": str(feats),
+            "feat_dim": feat_dim, "kmeans": kmeans_entry(kmeans),
+            **input_provenance(head.codebooks.sources if head.codebooks is not None else None, feats),
+            "train_feats": str(feats),
             "train_data": str(data_dir), **extra}
 
 
@@ -108,8 +110,7 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
     head = build_head(head_name, load_codebooks(kmeans, feats), train_data.source_dims, **head_conf)
     config = run_config(conf, "mel", head, head_conf, kmeans, feats, data_dir, train_data.feats[train_data.utts[0]],
                         mel=MEL_SETTINGS)
-    if distributed.is_main():
-        save_yaml(exp / "config.yaml", config)
+    save_run_config(exp, config)
     model = build_model(config)
     init_embedding(model.embedding, conf["embed_init"], head)
     model = model.to(device)

@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from softtok.downstream.training import trained_codebooks
 from softtok.recipes.voc.evaluate import ID, OOD, Evaluator
 from softtok.reporting import load_json
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import run_dir_name
-from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.streams import split_list
 from softtok.tokenizers.tau import SweepRule, Tau, best_tau, run_sweep, tau_grid
 
@@ -68,7 +68,7 @@ def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] 
     config = load_yaml(exp / "config.yaml")
     if config.get("n_tokens") is None:
         raise ValueError(f"{exp}: a continuous-input model has no τ to sweep")
-    scale, grid = tau_grid([Codebook.load(p) for p in split_list(config["kmeans"])], split_list(feats), factors)
+    scale, grid = tau_grid(trained_codebooks(config, str(exp / "config.yaml")), split_list(feats), factors)
     evaluator = Evaluator()
 
     def score(tau: Optional[Tau]) -> Dict[str, float]:
