@@ -77,7 +77,7 @@ def test_outputs_that_are_files_or_folders_are_one_line_naming_them(tmp_path, fe
         (["dump-tokens", "--feats", str(feats), "--kmeans", str(km), "--out-dir", str(a_file)],
          [str(a_file), "is a file; --out-dir takes a directory"]),
         (["dump-features", "--data-dir", str(tone_dir), "--feature", "mfcc", "--out-dir", str(a_file)],
-         [str(a_file), "Not a directory"]),
+         [str(a_file), "is a file; --out-dir takes a directory"]),
         (["asr", "train", "--config", "c.yaml", "--train-feats", str(feats), "--train-text", "t",
           "--valid-feats", str(feats), "--valid-text", "t", "--exp-dir", str(a_file)], [str(a_file), "is a file"]),
     ]

@@ -303,3 +303,13 @@ def test_tiny_tau_through_dump_tokens_writes_finite_one_hot_rows(tmp_path, caplo
                      "--out-dir", str(tmp_path / "o")]) == 0
     for _, probs in kaldiio.load_scp(str(tmp_path / "o" / "tokens.scp")).items():
         assert np.isfinite(probs).all() and np.array_equal(probs.max(1), np.ones(len(probs), np.float32))
+
+
+def test_decode_counts_are_refused_at_parsing():
+    """`asr decode --beam-size 0` / `--batch-frames 0`: argparse's exit 2 naming the option, before any model loads."""
+    from softtok.downstream.asr.decode import build_parser
+
+    for option in ("--beam-size", "--batch-frames"):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["--exp-dir", "x", "--feats", "y", "--out-dir", "z", option, "0"])
+        assert exc.value.code == 2

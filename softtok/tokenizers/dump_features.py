@@ -26,8 +26,8 @@ from softtok.common import positive_int
 from softtok.tokenizers.audio import AudioError, read_utterance
 from softtok.tokenizers.datadir import DataDir, load_data_dir
 from softtok.tokenizers.features.base import Featurizer, build_featurizer
-from softtok.tokenizers.fileio import (UTT2NUM_FRAMES, ArkScpWriter, atomic_write_text, load_yaml, read_scp_entries,
-                                      save_yaml, write_num_frames)
+from softtok.tokenizers.fileio import (UTT2NUM_FRAMES, ArkScpWriter, atomic_write_text, check_output, load_yaml,
+                                      read_scp_entries, save_yaml, write_num_frames)
 from softtok.tokenizers.outdir import locked_output
 from softtok.tokenizers.provenance import feature_fingerprint, shard_status
 from softtok.tokenizers.workers import exit_on_signals, run_workers
@@ -226,7 +226,7 @@ def dump_features(data_dir: str, feature: str, out_dir: str, nj: int = 1, shard:
         feature_kwargs["layer"] = layer[0]
     t0 = time.perf_counter()
     data = load_data_dir(data_dir)  # validate before any work starts
-    out = Path(out_dir)
+    out = check_output(out_dir, "--out-dir", is_dir=True)
     featurizer = build_featurizer(feature, **feature_kwargs)
     spec = {**featurizer.spec(), "data_dir": str(Path(data_dir).resolve())}
     ranks, nshard = plan_shards(len(data), nj, shard, merge)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from softtok.common import default_device, run_job, setup_logging
+from softtok.common import default_device, int_at_least, run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
 from softtok.downstream.fused import fits, fuses
@@ -175,9 +175,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--text", help="reference transcripts: score when given")
     add_head_args(p)
     p.add_argument("--search", default="greedy", choices=SEARCHES)
-    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--beam-size", type=int_at_least(1), default=10)
     p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
-    p.add_argument("--batch-frames", type=int, default=20000)
+    p.add_argument("--batch-frames", type=int_at_least(1), default=20000)
     p.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--out-dir", required=True)
     return p
