@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -23,6 +24,13 @@ from softtok.tokenizers.tau import sweep_choice
 RECIPE = REPO / "egs" / "speechocean762" / "asr" / "run.sh"
 
 
+def smoke_argv(root: Path) -> List[str]:
+    """The smoke recipe's command line into ``root``."""
+    return [str(RECIPE), "--smoke", "true", "--data_root", str(SHARED_DATA), "--data", str(root / "data"),
+            "--dump", str(root / "dump"), "--exp_dir", str(root / "exp"), "--results_dir", str(root),
+            "--soft_train_factor", "0.05"]
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     """Run the whole recipe once with --smoke true into a temporary folder."""
@@ -30,10 +38,7 @@ def smoke(tmp_path_factory) -> Path:
         pytest.skip("shared data not present")
     root = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "PYTHON": sys.executable}
-    argv = [str(RECIPE), "--smoke", "true", "--data_root", str(SHARED_DATA), "--data", str(root / "data"),
-            "--dump", str(root / "dump"), "--exp_dir", str(root / "exp"), "--results_dir", str(root),
-            "--soft_train_factor", "0.05"]
-    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    out = subprocess.run(smoke_argv(root), capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return root
 
@@ -197,10 +202,8 @@ def test_smoke_recipe_rankme_per_layer(smoke):
 @needs_whisper
 def test_smoke_recipe_skips_done_stages(smoke):
     env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run([str(RECIPE), "--smoke", "true", "--data", str(smoke / "data"), "--dump", str(smoke / "dump"),
-                          "--exp_dir", str(smoke / "exp"), "--results_dir", str(smoke)],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.count("done, skipping") == 13
+    out = subprocess.run(smoke_argv(smoke), capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.count("done, skipping") == 13  # the same options: every stage done
 
 
 @needs_shared

@@ -327,3 +327,32 @@ def test_faiss_kmeans_on_all_gpus(caplog):
     assert gpu.meta["inertia"] == pytest.approx(cpu.meta["inertia"], rel=0.01)
     with pytest.raises(ValueError, match=f"asks for {faiss.get_num_gpus() + 1} GPU.s. but faiss sees"):
         learn_kmeans(x, 16, backend="faiss", gpu=faiss.get_num_gpus() + 1)
+
+
+def test_stopping_a_slurm_launch_cancels_its_array_job(tmp_path):
+    """SIGTERM to `softtok launch --cmd slurm` while `sbatch --wait` waits: the array is scancel'ed by its name."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scancel_calls"
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexec sleep 60\n")
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    for tool in ("sbatch", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "softtok.cli", "launch", "--cmd", "slurm", "--nj", "2", "--name",
+                             "dumpjob", "--log-dir", str(tmp_path / "log"), "--", "softtok", "dump-features",
+                             "--data-dir", "d", "--feature", "mfcc", "--out-dir", "o"], env=env)
+    script = tmp_path / "log" / "dumpjob.sbatch"
+    deadline = time.time() + 60
+    while not script.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # sbatch --wait is running
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert calls.read_text().split() == ["--name=dumpjob", f"--user={__import__('getpass').getuser()}"]

@@ -22,7 +22,6 @@ def test_tokens_recipe_stage_options(tmp_path):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (exp / ".done" / "stage1").exists() and not (exp / ".done" / "stage2").exists()
-    again = subprocess.run([str(script), "--stop_stage", "1", "--exp_dir", str(exp)],
-                           capture_output=True, text=True,
-                           env=env)
-    assert "stage 1 (prepare data dirs): done, skipping" in again.stdout
+    same = ["--exp_dir", str(exp), "--data", str(tmp_path / "data"), "--data_root", str(SHARED_DATA)]
+    again = subprocess.run([str(script), "--stop_stage", "1", *same], capture_output=True, text=True, env=env)
+    assert "stage 1 (prepare data dirs): done, skipping" in again.stdout  # same options (the stop stage is none)

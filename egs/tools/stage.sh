@@ -7,7 +7,9 @@
 cmd=${cmd:-local}
 slurm_conf=${slurm_conf:-${BASH_SOURCE[0]%/*}/slurm.yaml}
 
-# --name value  ->  name=value for every variable already declared by run.sh.
+# --name value  ->  name=value for every variable already declared by run.sh. The options that change what a stage
+# writes (all but where to start and stop and how to run jobs) are its settings: a stage marker holds them.
+stage_settings=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) opt=${1%%=*}; opt=${opt#--}; val=${1#*=}; shift ;;
@@ -17,15 +19,26 @@ while [ $# -gt 0 ]; do
   opt=${opt//-/_}
   if [ -z "${!opt+x}" ]; then echo "$0: unknown option --$opt" >&2; exit 1; fi
   printf -v "$opt" '%s' "$val"
+  case "$opt" in stage|stop_stage|cmd|slurm_conf|nj|train_nj) ;; *) stage_settings+="$opt=$val"$'\n' ;; esac
 done
 
-# run_stage N DESCRIPTION: true when N is in [stage, stop_stage] and not already done.
+# run_stage N DESCRIPTION: true when N is in [stage, stop_stage] and not already done with these settings (the
+# marker records the options it ran with; other options run it again, and its verbs then reuse what their own
+# fingerprints say is unchanged). Defaults edited inside run.sh are not settings: remove the marker to redo a stage.
 run_stage() {
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
-  if [ -f "$exp_dir/.done/stage$1" ]; then echo "== stage $1 ($2): done, skipping"; return 1; fi
+  local marker="$exp_dir/.done/stage$1"
+  if [ -f "$marker" ]; then
+    if [ "$(cat "$marker")" = "$(settings_text)" ]; then echo "== stage $1 ($2): done, skipping"; return 1; fi
+    echo "== stage $1: $2 (done before with other options: running again)"
+    return 0
+  fi
   echo "== stage $1: $2"
 }
-mark_done() { mkdir -p "$exp_dir/.done" && touch "$exp_dir/.done/stage$1"; }
+# settings_text: the settings one per line, sorted (their order on the command line does not matter).
+settings_text() { printf '%s' "$stage_settings" | LC_ALL=C sort; }
+mark_done() { mkdir -p "$exp_dir/.done" && settings_text > "$exp_dir/.done/stage$1.tmp.$$" &&
+  mv "$exp_dir/.done/stage$1.tmp.$$" "$exp_dir/.done/stage$1"; }
 
 # export_bundles N MODEL...: stage N packs each trained model into $exp_dir/bundles/<model> (softtok export: all that
 # softtok transcribe / resynthesize / softtok.load need), the recipes' last stage.

@@ -17,6 +17,7 @@ The command must be a shardable softtok dump (``dump-features``, ``dump-tokens``
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import shlex
 import subprocess
@@ -153,6 +154,9 @@ def run_slurm(command: Sequence[str], nj: int, name: str, log_dir: Path, conf: S
         return {"cmd": "slurm", "nj": nj, "script": str(script), "submitted": False}
     try:
         _run(["sbatch", "--wait", str(script)], "sbatch", " (not a Slurm login node? --cmd local runs here)")
+    except SystemExit:  # stopped (SIGTERM, Ctrl-C): stopping sbatch --wait leaves the array queued, so cancel it
+        cancel_array(name)
+        raise
     except LaunchError as exc:
         failed = unfinished_tasks(log_dir, name, nj)
         logs = ", ".join(str(task_log(log_dir, name, r)) for r in failed[:3]) + (" ..." if len(failed) > 3 else "")
@@ -160,6 +164,16 @@ def run_slurm(command: Sequence[str], nj: int, name: str, log_dir: Path, conf: S
                           f"{' (see ' + logs + ')' if failed else ''}; {exc}") from None
     _run([*command, "--merge", str(nj)], "merge")
     return {"cmd": "slurm", "nj": nj, "script": str(script), "logs": str(task_log(log_dir, name, "*"))}
+
+
+def cancel_array(name: str) -> None:
+    """``scancel`` this user's jobs named ``name`` (the array just submitted: job names are the launcher's --name)."""
+    argv = ["scancel", f"--name={name}", f"--user={getpass.getuser()}"]
+    logger.warning("stopped: cancelling the array job (%s)", shlex.join(argv))
+    try:
+        subprocess.run(argv, check=False, timeout=STOP_GRACE_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.error("could not cancel array job %s (%s): cancel it with %s", name, exc, shlex.join(argv))
 
 
 def launch(command: Sequence[str], cmd: str, nj: int, name: str, log_dir: str,
