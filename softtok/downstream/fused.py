@@ -49,10 +49,8 @@ def logit_bound(feats: torch.Tensor, c_sqnorm: torch.Tensor, tau: float) -> floa
     return max(2.0 * x_norm * c_max ** 0.5 + c_max, 2.0) / tau
 
 
-def fits(feats: torch.Tensor, centroids: Centroids, tau: float) -> bool:
-    """Whether the fused call takes these features at ``tau`` (its logits stay below :data:`MAX_LOGIT`)."""
-    mean, c = centred_tensors(centroids, feats.device)
-    return logit_bound(feats.float() - mean, c.pow(2).sum(1), tau) <= MAX_LOGIT
+class LogitOverflow(ValueError):
+    """τ so small for these features that the fused call's logits would overflow float32."""
 
 
 def fuses(head: Head, device: Union[str, torch.device], fused: Optional[bool] = None) -> bool:
@@ -83,7 +81,7 @@ def fused_soft_embedding(feats: torch.Tensor, centroids: Centroids, tau: float, 
     x, c_sqnorm = feats.float() - mean, c.pow(2).sum(1)
     bound = logit_bound(x, c_sqnorm, tau)
     if bound > MAX_LOGIT:
-        raise ValueError(f"fused soft embedding: tau={tau:g} too small, logits up to {bound:.3g} overflow float32 "
+        raise LogitOverflow(f"fused soft embedding: tau={tau:g} too small, logits up to {bound:.3g} overflow float32 "
                          f"(limit {MAX_LOGIT:.3g}); use the soft head and TokenEmbedding instead")
     dtype = torch.promote_types(table.dtype, torch.float32)
     width = max(c.shape[1], table.shape[1])

@@ -23,7 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from softtok.common import default_device, int_at_least, run_job, setup_logging
 from softtok.downstream.asr.data import TokenASRData
 from softtok.downstream.asr.train import load_trained
-from softtok.downstream.fused import fits, fuses
+from softtok.downstream.fused import LogitOverflow, fuses
 from softtok.downstream.scoring import write_score_dir
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import save_yaml
@@ -127,9 +127,11 @@ class TokenASRInference:
         """(utts, encoder output, lengths) of one group: fused soft embedding when it applies, else head + model."""
         if self.fused:
             utts, feats, lengths, _, _ = data.collate(group, self._features, device=self.device)
-            codebook, tau = self.head.codebooks.sources[0], self.head.taus[0]
-            if fits(feats.feats, codebook, tau):
-                return (utts, *self.model.encode_soft_features(feats.feats, lengths, codebook, tau))
+            try:
+                return (utts, *self.model.encode_soft_features(feats.feats, lengths, self.head.codebooks.sources[0],
+                                                                self.head.taus[0]))
+            except LogitOverflow:  # checked before any work: this batch takes the two-step path
+                pass
         utts, tokens, lengths, _, _ = data.collate(group, self.head, device=self.device)
         return (utts, *self.model.encode(tokens, lengths))
 
