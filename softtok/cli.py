@@ -192,12 +192,16 @@ ASR_VERBS: Dict[str, Verb | Choice] = {
 VOC_VERBS: Dict[str, Verb | Choice] = {
     "train": Choice("--vocoder", {
         "mel": Verb("softtok.downstream.vocoder.train", "train the mel vocoder"),
-        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "train the HiFi-GAN vocoder", True)},
+        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "train the HiFi-GAN vocoder", True),
+        "conformer_mel": Verb("softtok.downstream.vocoder.conformer_mel", "train the Conformer HiFi-GAN-mel model",
+                              True)},
         "train (or resume) a unit vocoder from a YAML config"),
     "synthesize": Choice("--vocoder", {
         "mel": Verb("softtok.downstream.vocoder.mel", "synthesize with the mel vocoder + Griffin-Lim"),
-        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "synthesize with the HiFi-GAN vocoder", True)},
-        "synthesize 16 kHz wavs with a trained unit vocoder"),
+        "hifigan": Verb("softtok.downstream.vocoder.hifigan", "synthesize with the HiFi-GAN vocoder", True),
+        "conformer_mel": Verb("softtok.downstream.vocoder.conformer_mel",
+                              "synthesize with the Conformer mel model + pretrained HiFi-GAN (22.05 kHz)", True)},
+        "synthesize wavs with a trained unit vocoder"),
     "speaker-ref": Verb("softtok.recipes.voc.cli", "target speaker embedding (mean Resemblyzer d-vector)", True),
     "sweep-tau": Verb("softtok.recipes.voc.cli", "synthesise dev over the τ grid; write tau_sweep.yaml", True),
     "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the Griffin-Lim oracle", True),

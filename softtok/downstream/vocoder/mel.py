@@ -190,16 +190,21 @@ class MelVocoder(nn.Module):
 
     def loss(self, mel: torch.Tensor, mel_lengths: torch.Tensor, target: torch.Tensor,
              target_lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Masked L1 (+ ``l2_weight`` · L2) per mel bin over the first min(2·T_tok, T_mel) frames of each utterance."""
-        lengths = torch.minimum(mel_lengths, target_lengths)
-        t = min(mel.shape[1], target.shape[1], int(lengths.max()))
-        mask = _mask(lengths, t)
-        diff = (mel[:, :t] - target[:, :t]) * mask
-        denom = mask.sum() * mel.shape[-1]
-        l1 = diff.abs().sum() / denom
-        l2 = (diff * diff).sum() / denom
-        loss = l1 + self.l2_weight * l2
-        return loss, {"loss": loss.item(), "l1": l1.item(), "l2": l2.item()}
+        return mel_loss(mel, mel_lengths, target, target_lengths, self.l2_weight)
+
+
+def mel_loss(mel: torch.Tensor, mel_lengths: torch.Tensor, target: torch.Tensor, target_lengths: torch.Tensor,
+             l2_weight: float = 0.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Masked L1 (+ ``l2_weight`` · L2) per mel bin over the first min(predicted, target) frames of each utterance."""
+    lengths = torch.minimum(mel_lengths, target_lengths)
+    t = min(mel.shape[1], target.shape[1], int(lengths.max()))
+    mask = _mask(lengths, t)
+    diff = (mel[:, :t] - target[:, :t]) * mask
+    denom = mask.sum() * mel.shape[-1]
+    l1 = diff.abs().sum() / denom
+    l2 = (diff * diff).sum() / denom
+    loss = l1 + l2_weight * l2
+    return loss, {"loss": loss.item(), "l1": l1.item(), "l2": l2.item()}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -349,10 +354,11 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
 
 
 def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor], head: Head, feats: str,
-                     out_dir: str | Path, settings: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
-    """Write ``<out_dir>/wav/<utt>.wav`` = ``render(tokens, lengths)`` (16 kHz, a batch of one) for every utterance
-    of ``feats`` (a comma list: stacked sources), then ``wav.scp`` and ``synth.yaml`` (``settings``); shared by every
-    vocoder's synthesis."""
+                     out_dir: str | Path, settings: Dict[str, Any], device: str = "cpu",
+                     sample_rate: int = SAMPLE_RATE) -> Dict[str, Any]:
+    """Write ``<out_dir>/wav/<utt>.wav`` = ``render(tokens, lengths)`` (a batch of one, at ``sample_rate``) for every
+    utterance of ``feats`` (a comma list: stacked sources), then ``wav.scp`` and ``synth.yaml`` (``settings``);
+    shared by every vocoder's synthesis."""
     out = Path(out_dir)
     wav_scp: Dict[str, str] = {}
     seconds = 0.0
@@ -368,9 +374,9 @@ def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor],
             tokens, lengths = pad_token_inputs([head(torch.from_numpy(matrix).to(device))])
             wave = render(tokens, lengths.to(device))
             path = (out / "wav" / f"{utt}.wav").resolve()
-            write_audio(path, wave, SAMPLE_RATE)
+            write_audio(path, wave, sample_rate)
             wav_scp[utt] = str(path)
-            seconds += len(wave) / SAMPLE_RATE
+            seconds += len(wave) / sample_rate
     if not wav_scp:
         raise ValueError(f"{feats}: no utterances")
     write_kaldi_map(out / "wav.scp", wav_scp)

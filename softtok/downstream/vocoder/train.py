@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Type
 
 import torch
 
@@ -37,14 +39,37 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS: Dict[str, Any] = {
     "seed": 0, "max_epoch": 30, "batch_frames": 4000, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 5.0,
+    "warmup_steps": None,  # a count: linear warmup to lr over that many steps, then lr·sqrt(warmup/step) (ESPnet WarmupLR)
     "keep_nbest": 3, "max_utt_frames": 1500, "model": {},
     "embed_init": "random", "preload_feats": False, "preload_targets": False,
     "prefetch_batches": 0,  # > 0: make that many batches ahead in a thread (GPU configs: reading overlaps steps)
 }
 
 
+@dataclass(frozen=True)
+class MelModelKind:
+    """What differs between the token → mel vocoders this trainer trains: the data (targets), the model builder and
+    the config entries that describe the target mel."""
+
+    name: str
+    data: Type[MelVocoderData]
+    build: Callable[[Dict[str, Any]], torch.nn.Module]
+    settings: Dict[str, Any]
+
+
+MEL = MelModelKind("mel", MelVocoderData, build_model, {"mel": MEL_SETTINGS})
+
+
+def _warmup_scheduler(optimizer: torch.optim.Optimizer, warmup: Optional[int]) -> Optional[Any]:
+    """Noam-style warmup then 1/sqrt decay (as ASR training); None without ``warmup`` (a constant lr)."""
+    if warmup is None:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+
+
 def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device="cpu",
-               prefetch_batches: int = 0) -> Dict[str, float]:
+               prefetch_batches: int = 0, scheduler=None) -> Dict[str, float]:
     """One pass over ``groups``; trains when an optimizer is given. Returns frame-weighted mean stats."""
     model.train(optimizer is not None)
     totals: Dict[str, float] = {}
@@ -56,7 +81,7 @@ def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device=
             loss, stats = distributed.unwrap(model).loss(mel, mel_lengths, target, target_lengths)
             weight = int(torch.minimum(mel_lengths, target_lengths).sum())
             if optimizer is not None:  # the loss is a mean over the batch's frames
-                optimizer_step(model, optimizer, distributed.scale_loss(loss, weight), grad_clip)
+                optimizer_step(model, optimizer, distributed.scale_loss(loss, weight), grad_clip, scheduler)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v * weight
             n += weight
@@ -67,12 +92,12 @@ def _run_epoch(model, data, groups, head, optimizer=None, grad_clip=5.0, device=
 def train(config_path: str, feats: str, data_dir: str, exp_dir: str, head: str = "hard",
           kmeans: Optional[str] = None, head_conf: Optional[Dict[str, Any]] = None,
           overrides: Optional[Dict[str, Any]] = None, valid_feats: Optional[str] = None,
-          valid_data: Optional[str] = None, device: Optional[str] = None) -> Dict[str, Any]:
-    """Train (or resume) one mel-vocoder experiment and write ``model.pth``."""
+          valid_data: Optional[str] = None, device: Optional[str] = None, kind: MelModelKind = MEL) -> Dict[str, Any]:
+    """Train (or resume) one token → mel experiment (``kind``: which model and target) and write ``model.pth``."""
     with distributed.session(device or default_device()) as device:
         return run_logged(exp_dir, valid_feats, valid_data, lambda exp: _train(
             config_path, feats, data_dir, exp, head, kmeans, head_conf or {}, overrides or {}, valid_feats,
-            valid_data, device))
+            valid_data, device, kind))
 
 
 def run_logged(exp_dir: str, valid_feats: Optional[str], valid_data: Optional[str],
@@ -102,24 +127,25 @@ def run_config(conf: Dict[str, Any], vocoder: str, head: Head, head_conf: Dict[s
 
 
 def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf, overrides, valid_feats,
-           valid_dir, device) -> Dict[str, Any]:
+           valid_dir, device, kind: MelModelKind) -> Dict[str, Any]:
     conf = load_run_config(config_path, DEFAULTS, overrides)
     preload = {"preload": conf["preload_feats"], "preload_targets": conf["preload_targets"]}
-    train_data = MelVocoderData(feats, data_dir, conf["max_utt_frames"], **preload)
-    valid_data = MelVocoderData(valid_feats, valid_dir, **preload) if valid_feats else train_data
+    train_data = kind.data(feats, data_dir, conf["max_utt_frames"], **preload)
+    valid_data = kind.data(valid_feats, valid_dir, **preload) if valid_feats else train_data
     head = build_head(head_name, load_codebooks(kmeans, feats), train_data.source_dims, **head_conf)
-    config = run_config(conf, "mel", head, head_conf, kmeans, feats, data_dir, train_data.feats[train_data.utts[0]],
-                        mel=MEL_SETTINGS)
+    config = run_config(conf, kind.name, head, head_conf, kmeans, feats, data_dir,
+                        train_data.feats[train_data.utts[0]], **kind.settings)
     save_run_config(exp, config)
-    model = build_model(config)
+    model = kind.build(config)
     init_embedding(model.embedding, conf["embed_init"], head)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     n_frames = sum(train_data.num_frames[u] for u in train_data.utts)
-    logger.info("mel vocoder: %.2fM parameters, %d train utts (%d token frames) / %d valid utts, head %s",
-                n_params / 1e6, len(train_data.utts), n_frames, len(valid_data.utts), head.settings())
+    logger.info("%s vocoder: %.2fM parameters, %d train utts (%d token frames) / %d valid utts, head %s",
+                kind.name, n_params / 1e6, len(train_data.utts), n_frames, len(valid_data.utts), head.settings())
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
-    checkpoints = EpochCheckpoints(exp, model, optimizer)
+    scheduler = _warmup_scheduler(optimizer, conf["warmup_steps"])
+    checkpoints = EpochCheckpoints(exp, model, optimizer, scheduler)
     start_epoch = checkpoints.resume()
     net = distributed.wrap(model, device)  # DDP under torchrun; validation runs on the bare model
     valid_groups = distributed.shard(valid_data.batches(conf["batch_frames"]), drop_remainder=False)
@@ -127,7 +153,8 @@ def _train(config_path, feats, data_dir, exp: Path, head_name, kmeans, head_conf
         t_epoch = time.perf_counter()
         distributed.seed_rank(conf["seed"], epoch)
         groups = distributed.shard(train_data.batches(conf["batch_frames"], shuffle=True, seed=conf["seed"] + epoch))
-        tr = _run_epoch(net, train_data, groups, head, optimizer, conf["grad_clip"], device, conf["prefetch_batches"])
+        tr = _run_epoch(net, train_data, groups, head, optimizer, conf["grad_clip"], device, conf["prefetch_batches"],
+                        scheduler)
         t_train = time.perf_counter() - t_epoch
         va = _run_epoch(model, valid_data, valid_groups, head, device=device, prefetch_batches=conf["prefetch_batches"])
         checkpoints.save({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
