@@ -22,6 +22,7 @@ vocoder=hifigan                       # hifigan (GPU) or mel (CPU: conf/mel_cpu.
 train_conf=conf/hifigan_gpu.yaml
 tau_factors="0.01 0.03 0.1 0.3 1"     # τ = factor × median squared distance of dev frames to their centroid
 criterion=mcd                         # τ* minimises mean dev MCD (mcd) or log-mel distance (mel)
+oracles=griffin_lim                   # ceiling row: natural 16 kHz mels through Griffin-Lim
 nj=1                                  # feature extraction jobs
 train_nj=2                            # trainings (and evaluations) at once, each with nproc/train_nj threads
 smoke=false                           # tiny subsets and model: every stage on fixture trees in CI

@@ -22,6 +22,7 @@ the mel that generator expects.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -33,10 +34,11 @@ from softtok.common import run_job, setup_logging
 from softtok.downstream.embedding import TokenEmbedding
 from softtok.downstream.training import cli_overrides
 from softtok.downstream.vocoder import hifigan_mel as H
+from softtok.downstream.vocoder import mel as mel_vocoder
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (ConvBlock, MelVocoderData, Render, _mask, add_synthesis_args,
-                                            check_batched, inference_head, load_trained, mel_loss, synth_settings,
-                                            synthesize_waves)
+                                            check_batched, inference_head, load_trained, mel_loss,
+                                            synth_settings, synthesize_waves)
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, resampled_length
 from softtok.tokenizers.heads import TokenInput
 
@@ -153,6 +155,7 @@ def build_model(config: Dict[str, Any]) -> ConformerMelVocoder:
                                **config.get("model", {}))
 
 
+dev_mel_error = functools.partial(mel_vocoder.dev_mel_error, data_class=HiFiGANMelData, build=build_model)
 KIND = mel_train.MelModelKind(NAME, HiFiGANMelData, build_model,
                               {"mel": H.MEL_SETTINGS, "sample_rate": H.SAMPLE_RATE, "mel_to_wave": "hifigan"})
 

