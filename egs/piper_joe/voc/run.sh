@@ -26,7 +26,7 @@ criterion=model_mel                    # τ* minimises the dev mel L1 of the mod
                                        # or the synthesised audio's MCD (mcd) or log-mel distance (mel)
 oracles=hifigan                        # ceiling rows: natural mels through hifigan and/or griffin_lim (16 kHz mel)
 nj=2                                   # feature extraction jobs
-train_nj=2                             # trainings (and evaluations) at once, each with nproc/train_nj threads
+train_nj=3                             # trainings (and evaluations) at once, each with max(1, nproc/train_nj) threads
 smoke=false                            # tiny subsets and model: every stage in a few minutes
 data=data
 dump=dump
