@@ -89,8 +89,7 @@ def test_pocketsphinx_is_deterministic_and_order_free(asr, speech, hyps):
 
 
 def test_dnsmos_rates_speech_above_noise(dnsmos, scores, noise):
-    rows = scores
-    noisy = [dnsmos.score(n) for n in noise]
+    rows, noisy = scores, [dnsmos.score(n) for n in noise]
     for row in rows + noisy:
         assert set(row) == {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}
         assert all(1.0 <= row[k] <= 5.0 for k in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")), row
