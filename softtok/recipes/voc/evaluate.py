@@ -1,6 +1,6 @@
 """Scoring of synthesised (or natural) sets against their references: the kinds of set and their metric groups,
-the :class:`Evaluator` (metrics.json, judge/), the target speaker's embedding and the reference rows (natural audio,
-the Griffin-Lim oracle)."""
+the :class:`Evaluator` (metrics.json, judge/, judge_pocketsphinx/), the target speaker's embedding and the reference
+rows (natural audio, the Griffin-Lim oracle)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from softtok.downstream.scoring import write_score_dir
 from softtok.downstream.vocoder import metrics as M
+from softtok.downstream.vocoder.judges import DNSMOS, PocketsphinxJudge
 from softtok.reporting import save_json
 from softtok.tokenizers.audio import read_audio, read_utterance, write_audio
 from softtok.tokenizers.datadir import DataDir, evenly_spaced, load_data_dir, read_kaldi_map, write_kaldi_map
@@ -23,20 +24,24 @@ logger = logging.getLogger(__name__)
 
 ID, OOD, NATURAL = "id", "ood", "natural"
 GROUPS = {  # metric groups per kind of set
-    ID: ("spectral", "f0", "judge", "speaker"),
-    OOD: ("f0", "judge", "speaker"),
-    NATURAL: ("judge", "speaker"),  # a reference against itself: only what does not compare to it
+    ID: ("spectral", "f0", "judge", "speaker", "naturalness"),
+    OOD: ("f0", "judge", "speaker", "naturalness"),
+    NATURAL: ("judge", "speaker", "naturalness"),  # a reference against itself: only what does not compare to it
     "dev": ("spectral",),  # the τ sweep
 }
 F0_MAX_LEN_DIFF = 5  # 10 ms frames: a vocoder keeps the input's duration to within a token frame
+# the ASR judges: Evaluator property, output folder, suffix of their summary keys (wer, cer)
+JUDGES = (("judge", "judge", ""), ("pocketsphinx", "judge_pocketsphinx", "_ps"))
 
 
 class Evaluator:
-    """Scores synthesised (or natural) sets against references; loads the judge and speaker encoder once."""
+    """Scores synthesised (or natural) sets against references; loads the judges, DNSMOS and speaker encoder once."""
 
     def __init__(self, speaker_ref: Optional[str] = None):
         self.target = _load_speaker_ref(speaker_ref) if speaker_ref else None
         self._judge: Optional[M.JudgeASR] = None
+        self._pocketsphinx: Optional[PocketsphinxJudge] = None
+        self._dnsmos: Optional[DNSMOS] = None
         self._speaker: Optional[M.SpeakerSimilarity] = None
         self._world: Dict[Tuple[str, str], M.WorldFeatures] = {}  # reference analyses, reused across conditions
 
@@ -45,6 +50,18 @@ class Evaluator:
         if self._judge is None:
             self._judge = M.JudgeASR()
         return self._judge
+
+    @property
+    def pocketsphinx(self) -> PocketsphinxJudge:
+        if self._pocketsphinx is None:
+            self._pocketsphinx = PocketsphinxJudge()
+        return self._pocketsphinx
+
+    @property
+    def dnsmos(self) -> DNSMOS:
+        if self._dnsmos is None:
+            self._dnsmos = DNSMOS()
+        return self._dnsmos
 
     @property
     def speaker(self) -> M.SpeakerSimilarity:
@@ -77,7 +94,7 @@ class Evaluator:
             syn_wave = ref_wave if syn_paths is None else read_audio(syn_paths[utt], utt).numpy()
             syn_waves[utt] = syn_wave
             per_utt[utt] = self._utterance(ref, utt, ref_wave, syn_wave, groups)
-        judge = self._judge_scores(ref, syn_waves, Path(out_dir) / "judge") if "judge" in groups else {}
+        judge = self._judge_scores(ref, syn_waves, Path(out_dir)) if "judge" in groups else {}
         summary = {"n_utts": len(utts), **_means(per_utt), **judge, "seconds": round(time.perf_counter() - t0, 1)}
         save_json(Path(out_dir) / "metrics.json", {"kind": kind, "reference": str(Path(ref_dir).resolve()),
                                                    "synthesis": str(syn_scp) if syn_scp else None,
@@ -100,14 +117,21 @@ class Evaluator:
                 out.update(f0_rmse_hz=f0["f0_rmse_hz"], f0_corr=f0["f0_corr"], vuv_error=f0["vuv_error"])
         if "speaker" in groups:
             out["speaker_sim"] = self._speaker_similarity(utt, syn_wave)
+        if "naturalness" in groups:
+            out.update(self.dnsmos.score(syn_wave))
         return out
 
     def _judge_scores(self, ref: DataDir, waves: Dict[str, np.ndarray], out_dir: Path) -> Dict[str, float]:
-        """Corpus WER/CER of the judge's transcripts against the reference text; hyp and per_utt.txt in ``out_dir``."""
+        """Corpus WER/CER of each judge's transcripts against the reference text: Whisper's as ``wer``/``cer``
+        (hyp, per_utt.txt in ``out_dir/judge``), PocketSphinx's as ``wer_ps``/``cer_ps`` (``judge_pocketsphinx``)."""
         utts = list(waves)
-        hyps = dict(zip(utts, self.judge.transcribe([waves[u] for u in utts])))
-        counts = write_score_dir(out_dir, {u: ref.text[u] for u in utts}, hyps)
-        return {"wer": counts["wer"], "cer": counts["cer"]}
+        refs = {u: ref.text[u] for u in utts}
+        out: Dict[str, float] = {}
+        for attr, folder, suffix in JUDGES:
+            hyps = dict(zip(utts, getattr(self, attr).transcribe([waves[u] for u in utts])))
+            counts = write_score_dir(out_dir / folder, refs, hyps)
+            out.update({f"wer{suffix}": counts["wer"], f"cer{suffix}": counts["cer"]})
+        return out
 
     def _reference_world(self, ref: DataDir, utt: str, wave: np.ndarray) -> M.WorldFeatures:
         key = (str(ref.path), utt)
