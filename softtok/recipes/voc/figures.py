@@ -8,6 +8,7 @@ from typing import Any, Dict, Sequence
 from softtok.recipes.voc.results import Condition, condition_audio
 from softtok.reporting import pyplot, save_figure
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE
+from softtok.tokenizers.tau import tau_tag
 
 
 def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
@@ -30,7 +31,7 @@ def _tau_note(cond: Condition) -> str:
     """' (τ = 2.5)' for soft, ' (= hard: no τ beat hard on dev)' where soft fell back to hard."""
     if cond.head != "soft":
         return ""
-    return f" (τ = {cond.tau:.3g})" if isinstance(cond.tau, (int, float)) else " (= hard: no τ beat hard on dev)"
+    return " (= hard: no τ beat hard on dev)" if cond.tau is None else f" (τ = {tau_tag(cond.tau)})"
 
 
 def plot_spectrograms(rows: Sequence[Condition], data: str, set_name: str, utt: str, path: Path) -> None:

@@ -19,6 +19,7 @@ from softtok.recipes.voc.results import table_conditions
 from softtok.recipes.voc.samples import DEFAULT_N, write_samples
 from softtok.reporting import commands_section, encoder_note, generated_by, nan_to_none, write_report
 from softtok.tokenizers.datadir import load_data_dir
+from softtok.tokenizers.tau import tau_tag
 
 # key -> (short name, column label, format); OOD_LABELS: the conversion sets' labels where they differ
 METRICS = {
@@ -64,14 +65,18 @@ def _counts_line(entry: Dict[str, Any]) -> List[str]:
             f"finite value): {', '.join(fewer)}; every other column is over all {entry['n_utts']}.", ""]
 
 
+def _tau_text(tau: Any) -> str:
+    """The column note of soft − hard: its τ*, or that soft fell back to hard."""
+    return "(soft is hard)" if tau is None else f"(τ* = {tau_tag(tau)})"
+
+
 def _diff_tables(entry: Dict[str, Any], kind: str) -> List[str]:
     """Per vocoder: soft − hard, one column per K, one row per metric either K compared."""
     lines: List[str] = []
     for vocoder in dict.fromkeys(d["vocoder"] for d in entry["soft_vs_hard"]):
         diffs = [d for d in entry["soft_vs_hard"] if d["vocoder"] == vocoder]
         keys = [k for k in MAIN[kind] + SECOND if any(k in d["metrics"] for d in diffs)]
-        header = ["soft − hard"] + [f"K={d['K']} " + (f"(τ* = {d['tau']:.4g})" if isinstance(d["tau"], (int, float))
-                                                      else "(soft is hard)") for d in diffs]
+        header = ["soft − hard"] + [f"K={d['K']} " + _tau_text(d["tau"]) for d in diffs]
         rows = [[_label(k, kind)] + [interval(d["metrics"].get(k), "{:+.2f}" if k in RATES else "{:+.3f}")
                                      for d in diffs] for k in keys]
         lines += [f"{vocoder}, soft − hard (paired bootstrap over the cells' utterances, 95 % interval; negative: "
