@@ -56,12 +56,13 @@ def _score(folder: Path, kind: str, seed: int, nan_f0: Sequence[str] = (), new_j
         (folder / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wav.items()))
 
 
-def _sweep(exp: Path, tau: float, beats_hard: bool) -> None:
+def _sweep(exp: Path, tau: float, beats_hard: bool, scores: Dict[str, float]) -> None:
+    """A hard model's config.yaml and tau_sweep.yaml: one τ scoring ``scores`` on dev, hard scoring 0.1 more."""
     save_yaml(exp / "config.yaml", {"vocoder": "conformer_mel", "n_tokens": int(exp.name.rsplit("k", 1)[1])})
-    save_yaml(exp / "tau_sweep.yaml", {"set": "dev", "criterion": "mcd_db", "median_sqdist": 25.0,
-                                       "hard": {"mcd_db": 8.0, "mel_dist": 0.8},
-                                       "sweep": [{"factor": 0.1, "tau": tau, "mcd_db": 7.5, "mel_dist": 0.7}],
-                                       "best": {"factor": 0.1, "tau": tau, "mcd_db": 7.5, "beats_hard": beats_hard}})
+    best = {"factor": 0.1, "tau": tau, **scores}
+    save_yaml(exp / "tau_sweep.yaml", {"set": "dev", "criterion": next(iter(scores)), "median_sqdist": 25.0,
+                                       "hard": {k: v + 0.1 for k, v in scores.items()}, "sweep": [dict(best)],
+                                       "best": {**best, "beats_hard": beats_hard}})
 
 
 @pytest.fixture
@@ -73,8 +74,8 @@ def exp(tmp_path) -> Path:
                enumerate(UTTS)}
         write_data_dir(tmp_path / "data" / name, wav, TEXT, {u: "spk" for u in UTTS})
     root = tmp_path / "exp"
-    _sweep(root / "voc_cm_hard_k8", 2.5, True)
-    _sweep(root / "voc_cm_hard_k16", 4.0, False)
+    _sweep(root / "voc_cm_hard_k8", 2.5, True, {"mcd_db": 7.5, "mel_dist": 0.7})
+    _sweep(root / "voc_cm_hard_k16", 4.0, False, {"mel_l1": 0.65})  # τ* by the model's mel L1 (model_mel)
     save_yaml(root / "voc_cm_continuous" / "config.yaml", {"vocoder": "conformer_mel", "n_tokens": None})
     for name, kind in SETS.items():
         _score(root / "reference" / "natural" / name, "natural", 1)
@@ -131,7 +132,10 @@ def test_several_k_rows_sweeps_and_rendering(exp):
                  "| soft − hard | K=8 (τ* = 2.5) | K=16 (soft is hard) |",
                  "over fewer than all 5 utterances (those where every row has a finite value): "
                  "F0 RMSE 2, F0 corr 2;",
-                 "### cm K=8", "### cm K=16", "**soft (τ*) falls back to hard**", "Whisper tiny.en",
+                 "### cm K=8", "### cm K=16", "| τ / median d² | τ | dev MCD dB | dev log-mel dist |",
+                 "| 0.1 | 4 | 0.6500 |\n| hard | – | 0.7500 |",
+                 "lowest mean dev model log-mel L1 (nothing synthesised), but not below hard's: **soft (τ*) falls back",
+                 "Whisper tiny.en",
                  "| source (natural) | "):
         assert text in md, text
     hard16 = next(line for line in md.splitlines() if line.startswith("| cm hard K=16 | "))  # test_id's main table
@@ -200,4 +204,4 @@ def test_hifigan_oracle_of_real_speech(tmp_path):
     assert mel_oracle(data, tmp_path / "oracle", ORACLES["hifigan"]) == scp  # done: kept
     with pytest.raises(ValueError, match="unknown oracle 'nosuch'; choose from hifigan, griffin_lim"):
         reference(str(data), ["x"], [], "nowhere.npy", str(tmp_path / "ref"), ["hifigan", "nosuch"])
-    assert oracle("mel_griffin_lim").folder == "gl_oracle"
+    assert oracle("griffin_lim").folder == "gl_oracle"  # the older recipe's rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
+from softtok.recipes.voc.markdown import SWEEP_METRICS
 from softtok.recipes.voc.results import Condition, condition_audio
 from softtok.reporting import pyplot, save_figure
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE
@@ -12,17 +13,20 @@ from softtok.tokenizers.tau import tau_tag
 
 
 def plot_tau_sweeps(results: Dict[str, Any], path: Path) -> None:
-    """Dev MCD against τ (as multiples of the median squared distance) per vocoder and K, hard as a dashed line."""
-    fig, ax = pyplot().subplots(figsize=(6, 4))
-    for vocoder, per_voc in results["vocoders"].items():
-        for k, sweep in per_voc.get("tau_sweeps", {}).items():
-            line, = ax.plot([r["factor"] for r in sweep["sweep"]], [r["mcd_db"] for r in sweep["sweep"]],
-                            marker="o", label=f"{vocoder} K={k}: soft")
-            ax.axhline(sweep["hard"]["mcd_db"], color=line.get_color(), linestyle="--", label=f"{vocoder} K={k}: hard")
-    ax.set_xscale("log")
-    ax.set_xlabel("τ / median squared distance to nearest centroid")
-    ax.set_ylabel("dev MCD (dB)")
-    ax.legend(fontsize=8)
+    """Each sweep's dev criterion (MCD, log-mel distance or model mel L1) against τ (as multiples of the median
+    squared distance) per vocoder and K, hard as a dashed line; one panel per criterion."""
+    sweeps = [(f"{v} K={k}", s) for v, p in results["vocoders"].items() for k, s in p.get("tau_sweeps", {}).items()]
+    criteria = list(dict.fromkeys(s["criterion"] for _, s in sweeps))
+    fig, axes = pyplot().subplots(1, len(criteria), figsize=(6 * len(criteria), 4), squeeze=False)
+    for ax, key in zip(axes[0], criteria):
+        for title, sweep in (t for t in sweeps if t[1]["criterion"] == key):
+            line, = ax.plot([r["factor"] for r in sweep["sweep"]], [r[key] for r in sweep["sweep"]], marker="o",
+                            label=f"{title}: soft")
+            ax.axhline(sweep["hard"][key], color=line.get_color(), linestyle="--", label=f"{title}: hard")
+        ax.set_xscale("log")
+        ax.set_xlabel("τ / median squared distance to nearest centroid")
+        ax.set_ylabel(SWEEP_METRICS[key][0])
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -29,15 +29,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
             + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+# a τ sweep's dev metrics: key -> (column, format, what τ* minimised)
+SWEEP_METRICS = {"mcd_db": ("dev MCD dB", "{:.3f}", "MCD"),
+                 "mel_dist": ("dev log-mel dist", "{:.4f}", "log-mel distance"),
+                 "mel_l1": ("dev model mel L1", "{:.4f}", "model log-mel L1 (nothing synthesised)")}
+
+
 def sweep_lines(title: str, sweep: Dict[str, Any]) -> List[str]:
-    """One τ sweep: dev MCD and log-mel distance per τ and for hard, and the τ* it chose."""
-    key = sweep["criterion"]
-    lines = [f"### {title}", "", "| τ / median d² | τ | dev MCD dB | dev log-mel dist |", "|---|---|---|---|"]
-    lines += [f"| {r['factor']} | {r['tau']:.4g} | {r['mcd_db']:.3f} | {r['mel_dist']:.4f} |" for r in sweep["sweep"]]
-    lines += [f"| hard | – | {sweep['hard']['mcd_db']:.3f} | {sweep['hard']['mel_dist']:.4f} |", "",
-              f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
-              f"{sweep['median_sqdist']:.4g}): lowest mean {sweep['set']} "
-              f"{'MCD' if key == 'mcd_db' else 'log-mel distance'}"
+    """One τ sweep: its dev metrics (MCD and log-mel distance, or the model's mel L1) per τ and for hard, and τ*."""
+    keys = [k for k in SWEEP_METRICS if k in sweep["hard"]]
+    rows = [[str(r["factor"]), f"{r['tau']:.4g}"] + [SWEEP_METRICS[k][1].format(r[k]) for k in keys]
+            for r in sweep["sweep"]]
+    rows.append(["hard", DASH] + [SWEEP_METRICS[k][1].format(sweep["hard"][k]) for k in keys])
+    lines = [f"### {title}", ""] + table(["τ / median d²", "τ"] + [SWEEP_METRICS[k][0] for k in keys], rows)
+    lines += ["", f"τ* = {sweep['best']['tau']:.4g} ({sweep['best']['factor']} × median squared distance "
+              f"{sweep['median_sqdist']:.4g}): lowest mean {sweep['set']} {SWEEP_METRICS[sweep['criterion']][2]}"
               + ("." if sweep_choice(sweep) is not None else
                  f", but not below hard's: **soft (τ*) falls back to hard** (its cells repeat hard's)."), ""]
     return lines

@@ -1,9 +1,9 @@
 """Ceiling rows of the vocoder tables: each set's natural audio through a mel → wave stage alone (no tokens), so a
 vocoder's numbers can be read against what its mel → wave stage loses on its own.
 
-    hifigan          HiFi-GAN log-mel (22.05 kHz) → pretrained HiFi-GAN V1: the ceiling of ``conformer_mel``
-    griffin_lim      the same mel → Griffin-Lim (``conformer_mel --mel-to-wave griffin_lim``)
-    mel_griffin_lim  the mel vocoder's 16 kHz log-mel → its Griffin-Lim (the older recipe's ``gl_oracle``)
+    hifigan                  HiFi-GAN log-mel (22.05 kHz) → pretrained HiFi-GAN V1: the ceiling of ``conformer_mel``
+    griffin_lim              the mel vocoder's 16 kHz log-mel → its Griffin-Lim (folder ``gl_oracle``, as before)
+    hifigan_mel_griffin_lim  HiFi-GAN log-mel → Griffin-Lim (``conformer_mel --mel-to-wave griffin_lim``)
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def _mel_vocoder_griffin_lim() -> Resynthesis:
 ORACLES: Dict[str, Oracle] = {
     "hifigan": Oracle("hifigan_oracle", "HiFi-GAN from natural mels", hifigan_mel.SAMPLE_RATE,
                       _hifigan_mel_stage("hifigan")),
-    "griffin_lim": Oracle("griffin_lim_oracle", "Griffin-Lim from natural HiFi-GAN mels", hifigan_mel.SAMPLE_RATE,
-                          _hifigan_mel_stage("griffin_lim")),
-    "mel_griffin_lim": Oracle("gl_oracle", "Griffin-Lim oracle (mel vocoder's 16 kHz mel)", TARGET_SAMPLE_RATE,
-                              _mel_vocoder_griffin_lim),
+    "griffin_lim": Oracle("gl_oracle", "Griffin-Lim from natural 16 kHz mels", TARGET_SAMPLE_RATE,
+                          _mel_vocoder_griffin_lim),
+    "hifigan_mel_griffin_lim": Oracle("hifigan_mel_gl_oracle", "Griffin-Lim from natural HiFi-GAN mels",
+                                      hifigan_mel.SAMPLE_RATE, _hifigan_mel_stage("griffin_lim")),
 }
 DEFAULT_ORACLES = ("hifigan",)
 
