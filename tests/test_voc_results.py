@@ -131,7 +131,7 @@ def test_several_k_rows_sweeps_and_rendering(exp):
                  "| Whisper judge WER % ↓ | pocketsphinx WER % (independent judge) ↓ | DNSMOS OVRL ↑ | spk sim ↑ |",
                  "| soft − hard | K=8 (τ* = 2.5) | K=16 (soft is hard) |",
                  "over fewer than all 5 utterances (those where every row has a finite value): "
-                 "F0 RMSE 2, F0 corr 2;",
+                 "F0 RMSE 2 (fewest finite: cm hard K=8, 4); F0 corr 2 (fewest finite: cm hard K=8, 4); every",
                  "### cm K=8", "### cm K=16", "| τ / median d² | τ | dev MCD dB | dev log-mel dist |",
                  "| 0.1 | 4 | 0.6500 |\n| hard | – | 0.7500 |",
                  "lowest mean dev model log-mel L1 (nothing synthesised), but not below hard's: **soft (τ*) falls back",

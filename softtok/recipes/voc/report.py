@@ -58,11 +58,15 @@ def _cells_table(entry: Dict[str, Any], keys: Sequence[str], kind: str) -> List[
 
 def _counts_line(entry: Dict[str, Any]) -> List[str]:
     """Which columns are over fewer than all the set's utterances, and over how many."""
-    fewer = [f"{METRICS[k][0]} {n}" for k, n in entry["metric_utts"].items() if n < entry["n_utts"] and k in METRICS]
+    titles = {row["condition"]: row["title"] for row in entry["rows"]}
+    fewest = entry.get("metric_fewest", {})
+    fewer = [f"{METRICS[k][0]} {n}" + (f" (fewest finite: {titles[fewest[k]['condition']]}, {fewest[k]['finite']})"
+                                       if k in fewest else "")
+             for k, n in entry["metric_utts"].items() if n < entry["n_utts"] and k in METRICS]
     if not fewer:
         return [f"Every cell is over all {entry['n_utts']} utterances.", ""]
     return [f"Cells and intervals over fewer than all {entry['n_utts']} utterances (those where every row has a "
-            f"finite value): {', '.join(fewer)}; every other column is over all {entry['n_utts']}.", ""]
+            f"finite value): {'; '.join(fewer)}; every other column is over all {entry['n_utts']}.", ""]
 
 
 def _tau_text(tau: Any) -> str:

@@ -47,6 +47,15 @@ class Condition:
     head: Optional[str] = None
     tau: Optional[Tau] = None  # soft's τ*; None for soft where no τ beat hard on dev (soft is then hard)
 
+    def fewest(self) -> Dict[str, Dict[str, Any]]:
+        """Per metric over fewer than all utterances: the row with the fewest finite values (what limits it)."""
+        out = {}
+        for key, vs in self.values.items():
+            if not self.common[key].all():
+                name, finite = min(((n, int(np.isfinite(v).sum())) for n, v in vs.items()), key=lambda nv: nv[1])
+                out[key] = {"condition": name, "finite": finite}
+        return out
+
     def record(self) -> Dict[str, Any]:
         return {"condition": self.name, "title": self.title, "vocoder": self.vocoder, "K": self.k,
                 "head": self.head, "tau": self.tau}
@@ -156,11 +165,21 @@ class _Table:
                     out[key] = paired_bootstrap(tables[hard], tables[soft], metric, n_resamples=N_RESAMPLES, seed=0)
         return out
 
+    def fewest(self) -> Dict[str, Dict[str, Any]]:
+        """Per metric over fewer than all utterances: the row with the fewest finite values (what limits it)."""
+        out = {}
+        for key, vs in self.values.items():
+            if not self.common[key].all():
+                name, finite = min(((n, int(np.isfinite(v).sum())) for n, v in vs.items()), key=lambda nv: nv[1])
+                out[key] = {"condition": name, "finite": finite}
+        return out
+
     def record(self) -> Dict[str, Any]:
         pairs = [(c, s) for c in self.rows for s in self.rows
                  if c.head == "hard" and s.head == "soft" and (c.vocoder, c.k) == (s.vocoder, s.k)]
         return {"n_utts": len(self.utts),
                 "metric_utts": {key: int(mask.sum()) for key, mask in self.common.items()},
+                "metric_fewest": self.fewest(),
                 "rows": [{**c.record(), "metrics": self.cells(c.name)} for c in self.rows],
                 "soft_vs_hard": [{"vocoder": h.vocoder, "K": h.k, "tau": s.tau,
                                   "metrics": self.soft_vs_hard(h.name, s.name)} for h, s in pairs]}
