@@ -47,15 +47,6 @@ class Condition:
     head: Optional[str] = None
     tau: Optional[Tau] = None  # soft's τ*; None for soft where no τ beat hard on dev (soft is then hard)
 
-    def fewest(self) -> Dict[str, Dict[str, Any]]:
-        """Per metric over fewer than all utterances: the row with the fewest finite values (what limits it)."""
-        out = {}
-        for key, vs in self.values.items():
-            if not self.common[key].all():
-                name, finite = min(((n, int(np.isfinite(v).sum())) for n, v in vs.items()), key=lambda nv: nv[1])
-                out[key] = {"condition": name, "finite": finite}
-        return out
-
     def record(self) -> Dict[str, Any]:
         return {"condition": self.name, "title": self.title, "vocoder": self.vocoder, "K": self.k,
                 "head": self.head, "tau": self.tau}
