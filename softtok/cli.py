@@ -204,9 +204,9 @@ VOC_VERBS: Dict[str, Verb | Choice] = {
         "synthesize wavs with a trained unit vocoder"),
     "speaker-ref": Verb("softtok.recipes.voc.cli", "target speaker embedding (mean Resemblyzer d-vector)", True),
     "sweep-tau": Verb("softtok.recipes.voc.cli", "synthesise dev over the τ grid; write tau_sweep.yaml", True),
-    "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the Griffin-Lim oracle", True),
+    "reference": Verb("softtok.recipes.voc.cli", "score natural audio and the oracles (natural mels to wave)", True),
     "synth-eval": Verb("softtok.recipes.voc.cli", "synthesise and score sets with hard and soft(τ*) (or continuous)", True),
-    "results": Verb("softtok.recipes.voc.cli", "results.json, RESULTS.md and PNGs of a unit-vocoder experiment", True),
+    "results": Verb("softtok.recipes.voc.cli", "results.json, RESULTS.md, PNGs and listening samples", True),
     "render": Verb("softtok.recipes.voc.cli", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }
 GROUPS: Dict[str, Tuple[str, Dict[str, Verb | Choice]]] = {

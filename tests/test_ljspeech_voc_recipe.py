@@ -45,21 +45,21 @@ def smoke(tmp_path_factory) -> Path:
 @needs_vocoder
 def test_smoke_hifigan_recipe_results(smoke):
     results = json.loads((smoke / "results.json").read_text())
-    assert results["K"] == 16 and results["sets"] == {"test_id": "id", "test_ood": "ood"}
-    hifigan = results["vocoders"]["hifigan"]
-    tau = sweep_choice(hifigan["tau_sweep"])  # None where no τ beat hard on dev: soft is then hard
-    assert hifigan["tau_sweep"]["set"] == "dev"
+    assert results["K"] == [16] and results["sets"] == {"test_id": "id", "test_ood": "ood"}
+    sweep = results["vocoders"]["hifigan"]["tau_sweeps"]["16"]
+    assert sweep["set"] == "dev"
     for name in ("test_id", "test_ood"):
-        entry = hifigan["sets"][name]
-        assert {"hard", "soft", "continuous"} <= set(entry) and entry["soft"]["tau"] == tau
-        assert entry["hard"]["n_utts"] == 3
+        table = results["tables"][name]
+        rows = {r["condition"]: r for r in table["rows"]}
+        assert {"hifigan_hard_k16", "hifigan_soft_k16", "hifigan_continuous"} <= set(rows) and table["n_utts"] == 3
+        assert rows["hifigan_soft_k16"]["tau"] == sweep_choice(sweep)  # None where no τ beat hard: soft is hard
     assert set(results["training"]) == {"voc_hifigan_hard_k16", "voc_hifigan_continuous"}
     data = smoke / "data"
     assert [len(load_data_dir(data / s)) for s in ("train", "dev", "test_id", "test_ood")] == [6, 3, 3, 3]
     assert all(u.split("_")[1] != "SA1" for u in load_data_dir(data / "test_ood").utt_ids)  # TIMIT SA skipped
     md = (smoke / "RESULTS.md").read_text()
     for text in ("voc-data ljspeech", "voc-data timit", "subset-data --src", "voc train --vocoder hifigan",
-                 "hifigan soft (τ*)", "## Conversion into the target voice"):
+                 "hifigan soft (τ*) K=16", "## Conversion into the target voice"):
         assert text in md, text
     assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []  # the fixture trees' paths made relative
 

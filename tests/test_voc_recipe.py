@@ -50,24 +50,30 @@ def smoke(tmp_path_factory) -> Path:
 @needs_vocoder
 def test_smoke_recipe_results_layout(smoke):
     results = json.loads((smoke / "results.json").read_text())
-    assert results["K"] == 16 and results["sets"] == {"test_id": "id", "test_ood": "ood"}
-    assert set(results["reference"]["test_id"]) == {"natural", "gl_oracle"}
-    assert set(results["reference"]["test_ood"]) == {"natural"}
-    mel = results["vocoders"]["mel"]
-    tau = sweep_choice(mel["tau_sweep"])  # None where no τ beat hard on dev (soft is then hard)
+    assert results["K"] == [8, 16] and results["sets"] == {"test_id": "id", "test_ood": "ood"}
+    conditions = [f"conformer_mel_{head}_k{k}" for k in (8, 16) for head in ("hard", "soft")]
+    conditions.append("conformer_mel_continuous")
     for name in ("test_id", "test_ood"):
-        entry = mel["sets"][name]
-        assert set(entry) == {"hard", "soft", "continuous", "soft_vs_hard"}
-        assert entry["soft"]["tau"] == tau and entry["hard"]["n_utts"] == 3
-        for cond in ("hard", "soft", "continuous"):
-            assert 0 <= entry[cond]["wer"] and "speaker_sim" in entry[cond] and "vuv_error" in entry[cond]
-            assert ("mcd_db" in entry[cond]) == (name == "test_id")  # no MCD against another speaker
-        ci = entry["soft_vs_hard"]["wer"]
-        assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] == 1000
-    mcd = mel["sets"]["test_id"]["soft_vs_hard"]["mcd_db"]
+        table = results["tables"][name]
+        rows = {r["condition"]: r for r in table["rows"]}
+        assert list(rows) == ["natural"] + ["hifigan_oracle"] * (name == "test_id") + conditions
+        assert table["n_utts"] == 3 and [d["K"] for d in table["soft_vs_hard"]] == [8, 16]
+        for k in (8, 16):  # soft's τ*: its own K's dev sweep (None where no τ beat hard: soft is hard)
+            sweep = results["vocoders"]["conformer_mel"]["tau_sweeps"][str(k)]
+            assert rows[f"conformer_mel_soft_k{k}"]["tau"] == sweep_choice(sweep)
+        for cond in conditions:
+            metrics = rows[cond]["metrics"]
+            assert 0 <= metrics["wer"] and "speaker_sim" in metrics and "vuv_error" in metrics
+            assert ("mcd_db" in metrics) == (name == "test_id")  # no MCD against another speaker
+        for diff in table["soft_vs_hard"]:
+            ci = diff["metrics"]["wer"]
+            assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] == 1000
+        assert len(results["samples"][name]["utts"]) == 3 and len(results["samples"][name]["files"]) == len(rows)
+    mcd = results["tables"]["test_id"]["soft_vs_hard"][0]["metrics"]["mcd_db"]
     assert mcd["ci_low"] <= mcd["delta"] <= mcd["ci_high"] and mcd["n_utts"] == 3
-    assert set(results["training"]) == {"voc_mel_hard_k16", "voc_mel_continuous"}
-    assert results["training"]["voc_mel_continuous"]["epochs"] == 2
+    assert set(results["training"]) == {"voc_conformer_mel_hard_k8", "voc_conformer_mel_hard_k16",
+                                        "voc_conformer_mel_continuous"}
+    assert results["training"]["voc_conformer_mel_continuous"]["epochs"] == 2
     for name in ("test_id", "test_ood"):
         png = smoke / results["spectrograms"][name]["file"]
         assert png.stat().st_size > 1000
@@ -75,7 +81,9 @@ def test_smoke_recipe_results_layout(smoke):
     md = (smoke / "RESULTS.md").read_text()
     for text in ("## Commands", "piper-joe --sentences", "conversion-source", "learn-kmeans", "sweep-tau",
                  "synth-eval", "## Resynthesis (in domain): test_id", "## Conversion into the target voice",
-                 "mel soft (τ*)", "Griffin-Lim oracle", "soft − hard", "spectrograms_test_id.png", "## Training"):
+                 "conformer_mel soft (τ*) K=16", "HiFi-GAN from natural mels", "soft − hard",
+                 "spectrograms_test_id.png",
+                 "## Listening samples", "## Training"):
         assert text in md, text
     assert absolute_paths(logged_commands(smoke / "RESULTS.md")) == []
 

@@ -11,8 +11,10 @@ import torch
 
 from softtok.common import run_job, setup_logging
 from softtok.recipes.voc.evaluate import reference, speaker_ref
+from softtok.recipes.voc.oracles import DEFAULT_ORACLES, ORACLES
 from softtok.recipes.voc.report import results_markdown, write_results
 from softtok.recipes.voc.results import collect_results
+from softtok.recipes.voc.samples import DEFAULT_N
 from softtok.recipes.voc.synthesis import CRITERIA, DEFAULT_TAU_FACTORS, sweep_tau, synth_eval
 from softtok.reporting import read_commands, rerender
 
@@ -46,18 +48,22 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="dev data dir (reference audio)")
     s.add_argument("--factors", type=float, nargs="+", default=list(DEFAULT_TAU_FACTORS))
     s.add_argument("--criterion", choices=sorted(CRITERIA), default="mcd")
-    s = stage("reference", "score natural audio and the Griffin-Lim oracle")
+    s = stage("reference", "score natural audio and the oracles (natural mels through a mel-to-wave stage)")
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--oracles", nargs="*", choices=list(ORACLES), default=list(DEFAULT_ORACLES),
+                   help="ceiling rows of the ID sets (default: %(default)s; none: no oracle)")
     _add_set_args(s)
     s = stage("synth-eval", "synthesise and score sets with hard and soft(τ*) (or continuous)")
     s.add_argument("--exp-dir", required=True)
     s.add_argument("--dump", required=True, help="folder of <set>/feats.scp")
     _add_set_args(s)
-    r = stage("results", "results.json, RESULTS.md and PNGs")
+    r = stage("results", "results.json, RESULTS.md, PNGs and listening samples")
     r.add_argument("--exp", required=True)
     r.add_argument("--data", required=True)
     r.add_argument("--vocoders", nargs="+", default=["mel"], help="exp/voc_<vocoder>_{hard_k<K>,continuous}")
-    r.add_argument("--k", type=int, required=True)
+    r.add_argument("--k", type=int, nargs="+", required=True, help="codebook sizes: exp/voc_<vocoder>_hard_k<K> each")
+    r.add_argument("--samples", type=int, default=DEFAULT_N,
+                   help="listening samples: utterances per set, evenly spaced (0: none)")
     r.add_argument("--id-sets", nargs="*", default=[])
     r.add_argument("--ood-sets", nargs="*", default=[])
     r.add_argument("--commands", default="", help="file with the commands that produced the results")
@@ -73,13 +79,13 @@ def _run_stage(args) -> Dict[str, Any]:
     if args.stage == "sweep-tau":
         return sweep_tau(args.exp_dir, args.feats, args.data, args.factors, args.criterion)
     if args.stage == "reference":
-        return reference(args.data, args.id_sets, args.ood_sets, args.speaker_ref, args.out_dir)
+        return reference(args.data, args.id_sets, args.ood_sets, args.speaker_ref, args.out_dir, args.oracles)
     if args.stage == "synth-eval":
         return synth_eval(args.exp_dir, args.dump, args.data, args.id_sets, args.ood_sets, args.speaker_ref)
     if args.stage == "render":
         return {"output": str(rerender(args.results_dir, results_markdown, "softtok voc render"))}
     results = collect_results(args.exp, args.vocoders, args.k, args.id_sets, args.ood_sets)
-    write_results(results, args.exp, args.data, args.vocoders, args.out_dir, read_commands(args.commands))
+    write_results(results, args.exp, args.data, args.vocoders, args.out_dir, read_commands(args.commands), args.samples)
     return {"output": str(Path(args.out_dir) / "RESULTS.md")}
 
 

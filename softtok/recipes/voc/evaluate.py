@@ -1,6 +1,6 @@
 """Scoring of synthesised (or natural) sets against their references: the kinds of set and their metric groups,
 the :class:`Evaluator` (metrics.json, judge/, judge_pocketsphinx/), the target speaker's embedding and the reference
-rows (natural audio, the Griffin-Lim oracle)."""
+rows (natural audio, the oracles of :mod:`.oracles`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import numpy as np
 from softtok.downstream.scoring import write_score_dir
 from softtok.downstream.vocoder import metrics as M
 from softtok.downstream.vocoder.judges import DNSMOS, PocketsphinxJudge
+from softtok.recipes.voc.oracles import DEFAULT_ORACLES, mel_oracle, oracle
 from softtok.reporting import save_json
-from softtok.tokenizers.audio import read_audio, read_utterance, write_audio
-from softtok.tokenizers.datadir import DataDir, evenly_spaced, load_data_dir, read_kaldi_map, write_kaldi_map
+from softtok.tokenizers.audio import read_audio, read_utterance
+from softtok.tokenizers.datadir import DataDir, evenly_spaced, load_data_dir, read_kaldi_map
 from softtok.tokenizers.fileio import save_npy, save_yaml
 
 logger = logging.getLogger(__name__)
@@ -187,25 +188,11 @@ def _load_speaker_ref(path: str) -> np.ndarray:
     return ref
 
 
-def griffin_lim_oracle(data_dir: str | Path, out_dir: Path) -> Path:
-    """The references' own log-mel through Griffin-Lim (the mel vocoder's ceiling): ``out_dir/wav.scp``."""
-    from softtok.downstream.vocoder.mel import griffin_lim, log_mel
-
-    if (out_dir / "wav.scp").is_file():
-        return out_dir / "wav.scp"
-    data = load_data_dir(data_dir)
-    wav_scp = {}
-    for utt in data.utt_ids:
-        path = (out_dir / "wav" / f"{utt}.wav").resolve()
-        write_audio(path, griffin_lim(log_mel(read_utterance(data, utt))))
-        wav_scp[utt] = str(path)
-    write_kaldi_map(out_dir / "wav.scp", wav_scp)
-    return out_dir / "wav.scp"
-
-
 def reference(data: str, id_sets: Sequence[str], ood_sets: Sequence[str], speaker_ref_path: str,
-              out_dir: str) -> Dict[str, Any]:
-    """Reference rows: natural audio of every set, and the Griffin-Lim oracle of the ID sets."""
+              out_dir: str, oracles: Sequence[str] = DEFAULT_ORACLES) -> Dict[str, Any]:
+    """Reference rows: natural audio of every set, and each of ``oracles`` (the natural mel through a mel → wave
+    stage alone: :mod:`.oracles`) of the ID sets."""
+    stages = [oracle(name) for name in oracles]  # an unknown name fails before anything is scored
     evaluator = Evaluator(speaker_ref_path)
     out = Path(out_dir)
     done = 0
@@ -213,10 +200,10 @@ def reference(data: str, id_sets: Sequence[str], ood_sets: Sequence[str], speake
         if not (out / NATURAL / name / "metrics.json").is_file():
             evaluator.evaluate(f"{data}/{name}", out / NATURAL / name, NATURAL)
             done += 1
-    for name in id_sets:
-        oracle = out / "gl_oracle" / name
-        if not (oracle / "metrics.json").is_file():
-            evaluator.evaluate(f"{data}/{name}", oracle, ID, griffin_lim_oracle(f"{data}/{name}", oracle))
-            done += 1
+    for stage in stages:
+        for name in id_sets:
+            folder = out / stage.folder / name
+            if not (folder / "metrics.json").is_file():
+                evaluator.evaluate(f"{data}/{name}", folder, ID, mel_oracle(f"{data}/{name}", folder, stage))
+                done += 1
     return {"evaluated": done, "output": str(out)}
-
