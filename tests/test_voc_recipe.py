@@ -91,22 +91,21 @@ def test_smoke_recipe_results_layout(smoke):
 @needs_shared
 @needs_whisper
 @needs_vocoder
-def test_smoke_tau_is_chosen_on_dev_only(smoke):
-    exp = smoke / "exp" / "voc_mel_hard_k16"
+@pytest.mark.parametrize("k", [8, 16])
+def test_smoke_tau_is_chosen_on_dev_only(smoke, k):
+    exp = smoke / "exp" / f"voc_conformer_mel_hard_k{k}"
     sweep = load_yaml(exp / "tau_sweep.yaml")
-    assert sweep["set"] == "dev" and sweep["criterion"] == "mcd_db"
+    assert sweep["set"] == "dev" and sweep["criterion"] == "mel_l1"  # the model's dev mel L1: nothing synthesised
     assert [r["factor"] for r in sweep["sweep"]] == [0.1, 1.0]
-    assert sweep["best"]["mcd_db"] == min(r["mcd_db"] for r in sweep["sweep"])
-    # dev was synthesised for hard and every τ of the grid; test sets only for hard and τ*
-    for row in sweep["sweep"]:
-        assert (exp / synth_name("soft", row["tau"]) / "dev" / "metrics.json").is_file()
-    tested = sorted(p.parent.name for p in exp.glob("synth_*/test_id"))
-    star = sweep_choice(sweep)  # None: no τ beat hard's dev MCD, so soft(τ*) is hard and nothing more is made
-    assert sweep["best"]["beats_hard"] == (sweep["best"]["mcd_db"] < sweep["hard"]["mcd_db"])
+    assert sweep["best"]["mel_l1"] == min(r["mel_l1"] for r in sweep["sweep"])
+    assert not list(exp.glob("synth_*/dev"))
+    tested = sorted(p.parent.name for p in exp.glob("synth_*/test_id"))  # test sets: only hard and τ*
+    star = sweep_choice(sweep)  # None: no τ beat hard's dev mel L1, so soft(τ*) is hard and nothing more is made
+    assert sweep["best"]["beats_hard"] == (sweep["best"]["mel_l1"] < sweep["hard"]["mel_l1"])
     soft = synth_name("soft", star) if star is not None else "synth_hard"
     assert tested == sorted({"synth_hard", soft})
     wav = next((exp / soft / "test_ood" / "wav").glob("*.wav"))
-    assert sf.info(str(wav)).samplerate == 16000
+    assert sf.info(str(wav)).samplerate == 22050  # the pretrained HiFi-GAN's rate
     data = smoke / "data"
     assert {p.name for p in data.iterdir()} >= {"train", "dev", "test_id", "test_ood"}
     dev, test = (set((data / s / "text").read_text().splitlines()) for s in ("dev", "test_id"))
@@ -119,11 +118,11 @@ def test_smoke_tau_is_chosen_on_dev_only(smoke):
 def test_smoke_recipe_exports_bundles(smoke):
     from softtok.inference.bundle import read_bundle
 
-    head = read_bundle(smoke / "exp" / "bundles" / "voc_mel_hard_k16").spec["head"]
-    sweep = load_yaml(smoke / "exp" / "voc_mel_hard_k16" / "tau_sweep.yaml")
+    head = read_bundle(smoke / "exp" / "bundles" / "voc_conformer_mel_hard_k16").spec["head"]
+    sweep = load_yaml(smoke / "exp" / "voc_conformer_mel_hard_k16" / "tau_sweep.yaml")
     assert head["name"] == ("hard" if sweep_choice(sweep) is None else "soft") and head["scale"] > 0
     assert head["tau"] == sweep["best"]["tau"]  # --head soft takes the sweep's best τ even where hard is default
-    assert read_bundle(smoke / "exp" / "bundles" / "voc_mel_continuous").kind == "vocoder"
+    assert read_bundle(smoke / "exp" / "bundles" / "voc_conformer_mel_continuous").kind == "vocoder"
 
 
 @needs_shared
