@@ -4,6 +4,8 @@ Runs ``add_noise`` once under cProfile timed by ``time.process_time`` (CPU secon
 so a busy machine inflates wall time far more than these figures), prints CPU and wall seconds per utterance, the
 1-minute load average before and after, and the top entries by cumulative and own CPU time. ``--compare DIR``
 checks that every written mixture has the same 16-bit samples as the one of the same id in DIR (a run of other code).
+``--plan-only`` mixes nothing: it prints how many babble talkers the plan draws, how many distinct ones, and how many
+decodes and bytes the talker cache takes over them (from the audio headers).
 
     python bench/noise_mixing.py --src data/test200 --noise babble --noise-source data/train_nodev \\
         --out /tmp/noisy --compare /tmp/noisy_before
@@ -19,14 +21,19 @@ import pstats
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import soundfile as sf
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from softtok.recipes import augment  # noqa: E402
 from softtok.recipes.augment import add_noise  # noqa: E402
+from softtok.tokenizers.audio import utterance_samples  # noqa: E402
 from softtok.tokenizers.datadir import load_data_dir  # noqa: E402
 
 
@@ -36,9 +43,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--noise", default="babble", help="babble or pink")
     p.add_argument("--noise-source", default=None, help="babble talkers' data dir (default: --src)")
     p.add_argument("--snr", type=float, default=10.0)
-    p.add_argument("--out", required=True, help="output data dir (removed first)")
+    p.add_argument("--out", help="output data dir (removed first; required unless --plan-only)")
     p.add_argument("--compare", default=None, help="a data dir of the same mixtures made by other code")
     p.add_argument("--top", type=int, default=12, help="profile entries to print per ordering")
+    p.add_argument("--plan-only", action="store_true", help="count the babble draws and distinct talkers; no mixing")
     return p.parse_args()
 
 
@@ -64,8 +72,36 @@ def same_samples(out: Path, other: Path) -> int:
     return differ
 
 
+def plan_counts(src: str, noise_source: str) -> str:
+    """Babble draws of the seed-0 plan, and the decodes and peak bytes of add_noise's talker cache over them (its
+    own policy, each talker standing in as ones of its length from the audio header: nothing is decoded)."""
+    data, pool = load_data_dir(src), load_data_dir(noise_source or src)
+    plan = augment._noise_plan(data, pool, "babble", 0)
+    draws = [t for utt in data.utt_ids for t in augment._talkers_of(plan[utt])]
+    cache, decodes, peak = augment._Talkers(pool, Counter(draws)), 0, 0
+
+    def stand_in(talker: str) -> Tuple[torch.Tensor, float]:
+        nonlocal decodes
+        decodes += 1
+        path, segment = pool.audio_source(talker)
+        return torch.ones(utterance_samples(path, talker, segment)), 1.0
+
+    cache._read = stand_in
+    for talker in draws:
+        cache.get(talker)
+        peak = max(peak, cache.kept_bytes)
+    return (f"{len(data.utt_ids)} utterances of {src}, babble from {noise_source or src}: {len(draws)} draws of "
+            f"{len(set(draws))} distinct talkers; {decodes} decodes with the cache "
+            f"(budget {augment.TALKER_CACHE_BYTES / 2 ** 20:.0f} MiB), at most {peak / 2 ** 20:.0f} MiB kept")
+
+
 def main() -> None:
     args = parse_args()
+    if args.plan_only:
+        print(plan_counts(args.src, args.noise_source))
+        return
+    if not args.out:
+        raise SystemExit("--out is required to mix")
     shutil.rmtree(args.out, ignore_errors=True)
     n_utts = len(load_data_dir(args.src).utt_ids)
     load_before = os.getloadavg()[0]
