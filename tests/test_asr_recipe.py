@@ -17,6 +17,7 @@ from conftest import REPO, SHARED_DATA, absolute_paths, logged_commands, needs_s
 from softtok.downstream.asr.decode import decode
 from softtok.downstream.asr.model import CharTokenizer, TokenASR
 from softtok.downstream.asr.train import train
+from softtok.tokenizers.datadir import load_data_dir
 from softtok.tokenizers.fileio import load_yaml
 from softtok.tokenizers.heads import TokenInput
 from softtok.tokenizers.tau import sweep_choice
@@ -106,7 +107,8 @@ def test_smoke_recipe_results_layout(smoke):
     results = json.loads((smoke / "results.json").read_text())
     for k in ("16", "32"):
         per_k = results["K"][k]
-        for name in ("dev", "test", "test_adults", "test_children", "test_noisy_10db", "test_noisy_0db", "fsdd",
+        for name in ("dev", "test", "test_adults", "test_children", "test_noisy_10db", "test_noisy_0db",
+                     "test_babblefsdd_10db", "test_babblefsdd_0db", "test_pink_10db", "test_pink_0db", "fsdd",
                      "fsdd_us", "fsdd_nonus"):
             entry = per_k[name]
             assert set(entry) >= {"hard", "soft", "continuous", "soft_trained", "soft_vs_hard", "soft_trained_vs_hard"}
@@ -132,6 +134,23 @@ def test_smoke_recipe_results_layout(smoke):
     for text in ("## K = 32", "learn-kmeans", "speed-perturb", "soft/soft − hard", "## Training"):
         assert text in md, text
     assert (smoke / "tau_sweep.png").stat().st_size > 1000
+
+
+@needs_shared
+@needs_whisper
+def test_smoke_recipe_noisy_sets(smoke):
+    """Stage 2's noise: babble of training speakers, babble of FSDD speakers (none of test's), pink; 10 and 0 dB."""
+    test, fsdd = (load_data_dir(smoke / "data" / name) for name in ("test", "fsdd"))
+    for snr in (10, 0):
+        kinds = {name: load_yaml(smoke / "data" / f"test_{name}_{snr}db" / "noise.yaml")
+                 for name in ("noisy", "babblefsdd", "pink")}
+        assert all(meta["snr_db"] == snr and meta["source"].endswith("/data/test") for meta in kinds.values())
+        assert kinds["noisy"]["noise_source"].endswith("/data/train_nodev")
+        babble = kinds["babblefsdd"]
+        assert babble["noise"] == "babble" and babble["noise_source"].endswith("/data/fsdd")
+        assert set(babble["noise_speakers"]) <= set(fsdd.utt2spk.values())
+        assert not set(babble["noise_speakers"]) & set(test.utt2spk.values())
+        assert kinds["pink"]["noise"] == "pink" and kinds["pink"]["noise_speakers"] is None
 
 
 @needs_shared

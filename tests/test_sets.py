@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Dict
 
@@ -20,7 +23,7 @@ from softtok.recipes.augment import add_noise, mix_at_snr, pink_noise, speed_per
 from softtok.recipes.sets import main
 from softtok.recipes.subsets import (split_adults_children, split_by_speaker, split_fsdd_accents,
                                      subset_by_speaker_attribute)
-from softtok.tokenizers.audio import read_utterance
+from softtok.tokenizers.audio import limit_peak, read_utterance
 from softtok.tokenizers.datadir import DataError, load_data_dir, read_kaldi_map, write_data_dir, write_kaldi_map
 from softtok.tokenizers.fileio import load_yaml
 
@@ -299,6 +302,101 @@ def test_babble_never_uses_the_utterance_itself(synth_dir, tmp_path):
             plans.add(tuple(plan.values()))
     assert len(plans) > 10  # seeded, yet not the same choice for every seed
     assert augment._noise_plan(src, src, "babble", 7) == augment._noise_plan(src, src, "babble", 7)
+
+
+def spectral_slope(wave: np.ndarray, sr: int = 16000, low: float = 100.0, high: float = 6000.0) -> float:
+    """Slope in dB per decade of the averaged (Hann, 4096-sample) power spectrum, fitted over [low, high] Hz."""
+    segments = wave[: len(wave) // 4096 * 4096].reshape(-1, 4096) * np.hanning(4096)
+    psd = (np.abs(np.fft.rfft(segments, axis=1)) ** 2).mean(0)
+    freqs = np.fft.rfftfreq(4096, 1 / sr)
+    band = (freqs >= low) & (freqs <= high)
+    return float(np.polyfit(np.log10(freqs[band]), 10 * np.log10(psd[band]), 1)[0])
+
+
+def test_pink_noise_falls_10_db_per_decade():
+    assert abs(spectral_slope(pink_noise(2 ** 18, 5).numpy()) + 10) < 1.5
+    white = torch.randn(2 ** 18, generator=torch.Generator().manual_seed(5)).numpy()
+    brown = np.cumsum(white)
+    assert abs(spectral_slope(white) + 10) > 1.5 and abs(spectral_slope(brown) + 10) > 1.5  # the check can fail
+
+
+def reference_mixture(data: Path, pool: Path, utt: str, plan: str, snr: float, seed: int) -> np.ndarray:
+    """One mixture as add_noise first made it (every talker decoded at each use, torch's default threads), as the
+    16-bit samples it writes."""
+    data, pool = load_data_dir(data), load_data_dir(pool)
+    clean = read_utterance(data, utt)
+    kind, arg = plan.split(" ", 1)
+    noise = torch.zeros(clean.numel())
+    if kind == "pink":
+        noise = pink_noise(clean.numel(), int(arg.split("=")[1]))
+    rng = random.Random(augment._utt_seed(seed, "offset", utt))
+    for talker in arg.split(",") if kind == "babble" else []:
+        wave = read_utterance(pool, talker)
+        start = rng.randrange(wave.numel())
+        looped = wave.repeat((start + clean.numel()) // wave.numel() + 1)[start:start + clean.numel()]
+        noise += looped / math.sqrt(float(wave.double().pow(2).mean()))
+    buffer = io.BytesIO()
+    sf.write(buffer, limit_peak(mix_at_snr(clean, noise, snr))[0].numpy(), 16000, format="FLAC", subtype="PCM_16")
+    return sf.read(io.BytesIO(buffer.getvalue()), dtype="int16")[0]
+
+
+@needs_shared
+@pytest.mark.parametrize("noise, snr", [("babble", 10.0), ("babble", 0.0), ("pink", 10.0), ("pink", 0.0)])
+def test_ood_noise_on_real_speech(so_dir, fsdd_dir, tmp_path, noise, snr):
+    """The recipe's OOD sets: FSDD babble and pink noise at the SNR asked, the samples of the first implementation."""
+    out = add_noise(so_dir, tmp_path / "noisy", snr, noise=noise, seed=2, noise_source_dir=fsdd_dir)
+    data, clean = load_data_dir(out), load_data_dir(so_dir)
+    pool = load_data_dir(fsdd_dir if noise == "babble" else so_dir)
+    plan = read_kaldi_map(out / "utt2noise")
+    for utt in clean.utt_ids:
+        signal = read_utterance(clean, utt).numpy()
+        mixture, _ = sf.read(data.wav_scp[utt], dtype="float32")
+        noise_wave = augment._noise_for(utt, plan[utt], pool, len(signal), 2).numpy()
+        assert abs(fitted_snr(mixture, signal, noise_wave) - snr) < 0.1, utt
+        samples, _ = sf.read(data.wav_scp[utt], dtype="int16")
+        assert np.array_equal(samples, reference_mixture(so_dir, pool.path, utt, plan[utt], snr, 2)), utt
+
+
+@needs_shared
+def test_fsdd_babble_holds_no_evaluated_speaker(so_dir, fsdd_dir, tmp_path, caplog):
+    out = add_noise(so_dir, tmp_path / "fsdd", 0.0, noise="babble", seed=0, noise_source_dir=fsdd_dir)
+    fsdd, clean = load_data_dir(fsdd_dir), load_data_dir(so_dir)
+    plan = read_kaldi_map(out / "utt2noise")
+    used = {fsdd.utt2spk[t] for entry in plan.values() for t in entry.split(" ", 1)[1].split(",")}
+    assert used <= set(fsdd.utt2spk.values()) and not used & set(clean.utt2spk.values())
+    assert load_yaml(out / "noise.yaml")["noise_speakers"] == sorted(used)
+    assert "speaker(s) of" not in caplog.text
+    # a pool sharing the source's voices is reported
+    twin = write_data_dir(tmp_path / "twin", {f"z{u}": clean.resolve(p) for u, p in clean.wav_scp.items()},
+                          utt2spk={f"z{u}": s for u, s in clean.utt2spk.items()})
+    add_noise(so_dir, tmp_path / "shared", 0.0, noise="babble", seed=0, noise_source_dir=twin)
+    assert f"holds 4 speaker(s) of {so_dir}" in caplog.text
+
+
+@needs_shared
+def test_babble_talkers_are_decoded_once(so_dir, fsdd_dir, tmp_path, monkeypatch):
+    reads: Counter = Counter()
+    real_read = augment.read_utterance
+
+    def counting_read(data, utt, *args, **kwargs):
+        reads[utt] += 1
+        return real_read(data, utt, *args, **kwargs)
+
+    monkeypatch.setattr(augment, "read_utterance", counting_read)
+    runs = {}
+    for budget in (augment.TALKER_CACHE_BYTES, 0):  # 0: every draw decoded again, as before the cache
+        monkeypatch.setattr(augment, "TALKER_CACHE_BYTES", budget)
+        reads.clear()
+        runs[budget] = add_noise(so_dir, tmp_path / f"b{budget}", 5.0, noise="babble", seed=1,
+                                 noise_source_dir=fsdd_dir)
+        draws = Counter(t for entry in read_kaldi_map(runs[budget] / "utt2noise").values()
+                        for t in entry.split(" ", 1)[1].split(","))
+        assert sum(draws.values()) > 2 * len(draws)  # 8 utterances, 6 talkers: each drawn several times
+        assert {t: reads[t] for t in draws} == ({t: 1 for t in draws} if budget else dict(draws))
+    cached, uncached = (load_data_dir(path) for path in runs.values())
+    for utt in cached.utt_ids:
+        assert np.array_equal(sf.read(cached.wav_scp[utt], dtype="int16")[0],
+                              sf.read(uncached.wav_scp[utt], dtype="int16")[0]), utt
 
 
 # ----------------------------------------------------------------------------- bad inputs and CLI

@@ -2,7 +2,8 @@
 
 Every builder validates its inputs before writing anything (see :mod:`.subsets`), writes audio once (a rerun
 skips what a previous run already wrote, refusing other settings) with per-utterance seeds independent of
-processing order, and returns the written data dir.
+processing order, and returns the written data dir. Noise mixing runs torch on one thread and decodes each babble
+talker once (bench/NOISE_MIXING.md: where its time went and what that saved).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import math
 import os
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
@@ -22,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from softtok.recipes.subsets import check_outputs, load_source
 from softtok.tokenizers.audio import (PEAK_LIMIT, TARGET_SAMPLE_RATE, limit_peak, read_utterance, resample,
-                                     write_audio)
+                                     torch_threads, write_audio)
 from softtok.tokenizers.datadir import (DataDir, DataError, Segment, render_kaldi_map, speaker_files,
                                         write_data_dir, write_if_changed)
 from softtok.tokenizers.fileio import load_yaml
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 BABBLE_TALKERS = (3, 5)  # babble = sum of this many (inclusive range) other utterances
 NOISE_TYPES = ("babble", "pink")
+# decoded babble talkers kept for reuse; the speechocean762 train_nodev pool is ~0.6 GB as float32, FSDD ~0.1 GB
+TALKER_CACHE_BYTES = 1 << 29
 
 
 # ----------------------------------------------------------------------------- audio helpers
@@ -201,17 +205,56 @@ def _babble_talkers(utt: str, excluded: Set[str], pool_ids: List[str], pool_set:
     return sorted([u for u in drawn if u not in excluded][:k], key=lambda u: u.encode())
 
 
-def _babble(talkers: List[str], pool: DataDir, n_samples: int, seed: int, utt: str) -> torch.Tensor:
+class _Talkers:
+    """A babble pool's talkers, each decoded once and kept (with its power) until its last planned use.
+
+    Decoding a talker costs about as much as the rest of mixing an utterance, and a full test set draws each pool
+    utterance ~4 times; past ``budget`` bytes (default ``TALKER_CACHE_BYTES``) a talker is decoded again at each use.
+    """
+
+    def __init__(self, pool: DataDir, uses: Counter, budget: Optional[int] = None):
+        self.pool, self.uses = pool, uses
+        self.budget = TALKER_CACHE_BYTES if budget is None else budget
+        self.kept: Dict[str, Tuple[torch.Tensor, float]] = {}
+        self.kept_bytes = 0
+        self.reads = 0
+
+    def get(self, talker: str) -> Tuple[torch.Tensor, float]:
+        """The talker's waveform and its mean power (mean of the squares in float64)."""
+        self.uses[talker] -= 1
+        item = self.kept.pop(talker, None)
+        if item is None:
+            item = self._read(talker)
+        else:
+            self.kept_bytes -= item[0].nbytes
+        if self.uses[talker] > 0 and self.kept_bytes + item[0].nbytes <= self.budget:
+            self.kept[talker] = item
+            self.kept_bytes += item[0].nbytes
+        return item
+
+    def _read(self, talker: str) -> Tuple[torch.Tensor, float]:
+        wave = read_utterance(self.pool, talker)
+        power = float(wave.double().pow(2).mean())
+        if power <= 0:
+            raise DataError(f"{self.pool.path}: babble utterance {talker!r} is silent")
+        self.reads += 1
+        return wave, power
+
+
+def _babble(talkers: List[str], pool: _Talkers, n_samples: int, seed: int, utt: str) -> torch.Tensor:
     """Sum of the talkers at equal power, each looped/cropped to ``n_samples`` from a seeded offset."""
     rng = random.Random(_utt_seed(seed, "offset", utt))
     total = torch.zeros(n_samples)
     for talker in talkers:
-        wave = read_utterance(pool, talker)
-        power = float(wave.double().pow(2).mean())
-        if power <= 0:
-            raise DataError(f"{pool.path}: babble utterance {talker!r} is silent")
+        wave, power = pool.get(talker)
         total += _loop_to(wave, n_samples, rng.randrange(wave.numel())) / math.sqrt(power)
     return total
+
+
+def _talkers_of(plan: str) -> List[str]:
+    """The pool utterances an ``utt2noise`` entry mixes (none for pink noise)."""
+    kind, arg = plan.split(" ", 1)
+    return arg.split(",") if kind == "babble" else []
 
 
 def _noise_plan(data: DataDir, pool: DataDir, noise: str, seed: int) -> Dict[str, str]:
@@ -232,12 +275,29 @@ def _noise_plan(data: DataDir, pool: DataDir, noise: str, seed: int) -> Dict[str
     return plan
 
 
-def _noise_for(utt: str, plan: str, pool: DataDir, n_samples: int, seed: int) -> torch.Tensor:
-    """The noise waveform an ``utt2noise`` entry describes, ``n_samples`` long."""
+def _noise_for(utt: str, plan: str, pool: DataDir, n_samples: int, seed: int,
+               talkers: Optional[_Talkers] = None) -> torch.Tensor:
+    """The noise waveform an ``utt2noise`` entry describes, ``n_samples`` long (``talkers``: the pool, cached)."""
     kind, arg = plan.split(" ", 1)
     if kind == "babble":
-        return _babble(arg.split(","), pool, n_samples, seed, utt)
+        names = _talkers_of(plan)
+        return _babble(names, talkers or _Talkers(pool, Counter(names)), n_samples, seed, utt)
     return pink_noise(n_samples, int(arg.split("=", 1)[1]))
+
+
+def _noise_speakers(plan: Dict[str, str], pool: DataDir) -> List[str]:
+    """Speakers of every babble talker in the plan (by the pool's utt2spk; an utterance without one is its own)."""
+    utt2spk = pool.utt2spk or {}
+    return sorted({utt2spk.get(t, t) for entry in plan.values() for t in _talkers_of(entry)}, key=str.encode)
+
+
+def _warn_shared_speakers(data: DataDir, pool: DataDir, speakers: List[str]) -> None:
+    """A separate babble pool should hold none of the voices mixed into (the speakers evaluated on the output)."""
+    evaluated = set(data.utt2spk.values()) if data.utt2spk is not None else set(data.utt_ids)
+    shared = sorted(evaluated.intersection(speakers))
+    if shared and pool.path.resolve() != data.path.resolve():
+        logger.warning("babble source %s holds %d speaker(s) of %s itself, e.g. %s", pool.path, len(shared),
+                       data.path, ", ".join(shared[:3]))
 
 
 def add_noise(src_dir: os.PathLike | str, out_dir: os.PathLike | str, snr_db: float, noise: str = "babble",
@@ -245,7 +305,8 @@ def add_noise(src_dir: os.PathLike | str, out_dir: os.PathLike | str, snr_db: fl
     """Every utterance mixed with ``noise`` (babble or pink) at ``snr_db`` dB, same ids and text.
 
     Babble sums 3-5 other utterances of ``noise_source_dir`` (default: the source dir). Mixtures whose
-    peak exceeds 0.99 are scaled down as a whole. Settings go to ``noise.yaml``, choices to ``utt2noise``.
+    peak exceeds 0.99 are scaled down as a whole. Settings go to ``noise.yaml`` (with the babble talkers' speakers,
+    ``noise_speakers``), choices to ``utt2noise``.
     """
     try:
         snr_db = float(snr_db)
@@ -269,18 +330,24 @@ def add_noise(src_dir: os.PathLike | str, out_dir: os.PathLike | str, snr_db: fl
                 "peak_limit": PEAK_LIMIT}
     _check_settings(out / "noise.yaml", settings, ["noise", "snr_db", "seed", "source", "noise_source"])
     plan = _noise_plan(data, pool, noise, seed)
+    settings["noise_speakers"] = _noise_speakers(plan, pool) if noise == "babble" else None
+    _warn_shared_speakers(data, pool, settings["noise_speakers"] or [])
     wav = {u: str((out / "audio" / f"{u}.flac").resolve()) for u in data.utt_ids}
     todo = [u for u in data.utt_ids if not Path(wav[u]).is_file()]
     logger.info("%s noise at %g dB on %s: %d to write (%d done before)", noise, snr_db, data.path, len(todo),
                 len(wav) - len(todo))
+    talkers = _Talkers(pool, Counter(t for u in todo for t in _talkers_of(plan[u])))
     scaled = 0
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm(), torch_threads(1):
         for utt in _progress(todo, f"{noise} {snr_db:g} dB"):
             clean = read_utterance(data, utt)
-            mixture = mix_at_snr(clean, _noise_for(utt, plan[utt], pool, clean.numel(), seed), snr_db)
+            mixture = mix_at_snr(clean, _noise_for(utt, plan[utt], pool, clean.numel(), seed, talkers), snr_db)
             mixture, was_scaled = limit_peak(mixture)
             scaled += was_scaled
             write_audio(Path(wav[utt]), mixture, audio_format="FLAC")
+    if talkers.reads:
+        logger.info("babble: %d talker decodes for %d draws", talkers.reads,
+                    sum(len(_talkers_of(plan[u])) for u in todo))
     if scaled:
         logger.warning("add noise: scaled %d of %d mixtures down to peak %.2f", scaled, len(todo), PEAK_LIMIT)
     write_if_changed(out / "noise.yaml", _yaml_text(settings))

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # speechocean762 token ASR: train on hard k-means tokens, decode hard / soft(τ from dev) / continuous,
-# in domain (test, adults/children) and out of domain (babble noise at 10/0 dB, accented FSDD digits).
+# in domain (test, adults/children) and out of domain (noise at 10/0 dB, accented FSDD digits). Noise on test:
+# test_noisy_* babble of training speakers (train_nodev), test_babblefsdd_* babble of FSDD's six speakers (voices
+# no model trains on and none evaluated in these sets, the speechocean762 test speakers; FSDD is a test set of its
+# own, clean, never mixed), test_pink_* stationary pink (1/f) noise.
 # Every stage is one Python call per set; finished stages are skipped (exp_dir/.done/stageN). Stages 3-8 are
 # egs/tools/asr_stages.sh, shared with egs/librispeech_100/asr; 9-11: phone analysis (ANALYSIS.md); 12: RankMe of
 # every encoder layer on dev (RANKME.md; an unsupervised layer probe, as librispeech_100's stage 9); 13: one bundle
@@ -45,7 +48,8 @@ settings=$($softtok recipe tokenizer-settings --tokenizer "$tokenizer" --smoke "
   --ks "$ks" --exp-dir "$exp_dir" --results-dir "$results_dir")
 eval "$settings"
 ks=${ks:-128 1024}
-test_sets="test test_noisy_10db test_noisy_0db fsdd"
+noisy_sets="test_noisy_10db test_noisy_0db test_babblefsdd_10db test_babblefsdd_0db test_pink_10db test_pink_0db"
+test_sets="test $noisy_sets fsdd"
 commands_log "$exp_dir/commands.txt" "egs/speechocean762/asr/run.sh" "$@"   # log CMD: run it and append it there
 
 if run_stage 1 "prepare speechocean762 and FSDD"; then
@@ -58,13 +62,16 @@ if run_stage 1 "prepare speechocean762 and FSDD"; then
   mark_done 1
 fi
 
-if run_stage 2 "dev split, speed perturbation, noisy and subset sets"; then
+if run_stage 2 "dev split, speed perturbation, noisy (babble of train / FSDD speakers, pink) and subset sets"; then
   sets="$softtok sets"
   log $sets split-speakers --src $data/train --out-a $data/train_nodev --out-b $data/dev --fraction 0.1 --seed 0
   log $sets speed-perturb --src $data/train_nodev --out $data/train_sp --factors 0.9 1.0 1.1
   for snr in 10 0; do
     log $sets add-noise --src $data/test --out $data/test_noisy_${snr}db --snr $snr --noise babble \
       --noise-source $data/train_nodev --seed 0
+    log $sets add-noise --src $data/test --out $data/test_babblefsdd_${snr}db --snr $snr --noise babble \
+      --noise-source $data/fsdd --seed 0
+    log $sets add-noise --src $data/test --out $data/test_pink_${snr}db --snr $snr --noise pink --seed 0
   done
   log $sets split-age --src $data/test --out-adults $data/test_adults --out-children $data/test_children
   log $sets split-accent --src $data/fsdd --out-us $data/fsdd_us --out-nonus $data/fsdd_nonus
