@@ -5,15 +5,26 @@ in one line."""
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from softtok.downstream.asr.data import TokenASRData
+from softtok.downstream.asr.decode import TokenASRInference, decode
+from softtok.downstream.asr.train import train
 from softtok.downstream.data import ArrayFeatures, TokenData
+from softtok.recipes.asr import ASR_RULE, collect_results, decode_sets, results_markdown
+from softtok.tokenizers.fileio import ArkScpWriter, load_yaml, save_yaml
 from softtok.tokenizers.heads import add_head_args, build_head, head_conf_of, run_dir_name
+from softtok.tokenizers.jobs import run_learn_kmeans
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.tau import AutoTau, DegenerateTau, tau_of
+from softtok.tokenizers.streams import nearest_sqdist
+from softtok.tokenizers.tau import AutoTau, DegenerateTau, TauSweep, tau_of, tau_scales
+from test_multi_stream_asr import TINY_CONF
 
 # every frame below (x ≥ 0) is nearest to the origin, so its squared distance is ‖x‖², and scaling an utterance ×3
 # scales all of them ×9; the other centre is close enough that the probabilities are far from one-hot at these τ
@@ -125,3 +136,121 @@ def test_rounding_follows_the_dev_scale():
     x = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 2.0]])  # 2, 1, 5: median 2
     head = auto_head("set", factor=1 / 3)
     assert head.fit_set([x]) == [tau_of(1 / 3, 2.0)] == [0.6667]
+
+
+# ---------------------------------------------------------------- decoding and the recipe
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """A tiny recipe tree: dev and 'loud' (dev's features ×3) sets, a K = 8 hard-token model with a dev sweep whose
+    τ* = 0.5 × dev's median (f* = 0.5), and a continuous model."""
+    root = tmp_path_factory.mktemp("tau_auto")
+    gen = np.random.default_rng(0)
+    mats = {f"utt{i:02d}": gen.normal(size=(30 + 7 * i, 6)).astype(np.float32) for i in range(10)}
+    dev = write_set(root, "dev", mats)
+    write_set(root, "loud", {utt: 3 * mat for utt, mat in mats.items()})
+    run_learn_kmeans(dev, 8, "faiss", str(root / "km.npy"))
+    (root / "conf.yaml").write_text(yaml.safe_dump(TINY_CONF))
+    text = str(root / "data" / "dev" / "text")
+    args = (str(root / "conf.yaml"), dev, text, dev, text)
+    train(*args, str(root / "exp" / "asr_hard_k8"), "hard", str(root / "km.npy"), device="cpu")
+    train(*args, str(root / "exp" / "asr_continuous"), "continuous", device="cpu")
+    scale = tau_scales([Codebook.load(root / "km.npy")], [dev])[0]
+    rows = [{"factor": f, "tau": tau_of(f, scale), "wer": wer, "cer": 50.0, "seconds": 1.0}
+            for f, wer in ((0.5, 80.0), (2.0, 95.0))]
+    TauSweep("dev", scale, {"wer": 90.0, "cer": 50.0}, rows, ASR_RULE).save(root / "exp" / "asr_hard_k8")
+    return root, dev, tau_of(0.5, scale)
+
+
+def write_set(root: Path, name: str, mats: dict) -> str:
+    """root/dump/<name>/feats.scp (+ feats.yaml) and root/data/<name>/text, as decode-sets reads them."""
+    out = root / "dump" / name
+    with ArkScpWriter(out / "feats.ark", out / "feats.scp") as writer:
+        for utt, mat in mats.items():
+            writer.write(utt, mat)
+    save_yaml(out / "feats.yaml", {"feature": "hubert", "dim": 6, "layer": 1, "checkpoint": "m"})
+    (root / "data" / name).mkdir(parents=True)
+    text = "".join(f"{utt} {'AB BA' if i % 2 else 'BA'}\n" for i, utt in enumerate(mats))
+    (root / "data" / name / "text").write_text(text)
+    return str(out / "feats.scp")
+
+
+def encoded(inference: TokenASRInference, data: TokenASRData, utt: str) -> torch.Tensor:
+    return inference._encode(data, [utt])[1]
+
+
+def test_set_scope_decoding_is_decoding_at_the_tau_it_measures(recipe, tmp_path):
+    """On dev, the set's median is the sweep's scale: tau auto (default factor f* = 0.5) gives τ* itself, and the
+    same hypotheses and encoder output as decoding at τ*."""
+    root, dev, tau_star = recipe
+    exp, text = str(root / "exp" / "asr_hard_k8"), str(root / "data" / "dev" / "text")
+    auto = decode(exp, dev, str(tmp_path / "auto"), text, "soft", {"tau": "auto"}, device="cpu")
+    fixed = decode(exp, dev, str(tmp_path / "fixed"), text, "soft", {"tau": tau_star}, device="cpu")
+    record = load_yaml(tmp_path / "auto" / "decode.yaml")
+    assert record["head_conf"] == {"tau": "auto", "tau_factor": 0.5}
+    assert record["auto_tau"] == {"factor": 0.5, "scope": "set", "tau": tau_star}
+    assert record["settings"] == "soft_tauauto-set-f0.5" and auto["wer"] == fixed["wer"]
+    assert (tmp_path / "auto" / "hyp").read_text() == (tmp_path / "fixed" / "hyp").read_text()
+    data = TokenASRData(dev)
+    measured = TokenASRInference(exp, "soft", {"tau": "auto"})
+    measured.fit_tau(data)
+    for utt in data.utts[:3]:
+        assert torch.equal(encoded(measured, data, utt), encoded(TokenASRInference(exp, "soft", {"tau": tau_star}),
+                                                                 data, utt))
+
+
+def test_utterance_scope_decoding_is_decoding_each_utterance_at_its_own_tau(recipe):
+    """Each utterance's encoder output equals the explicit τ = f × its own median's, and differs from τ ×2's."""
+    root, dev, _ = recipe
+    exp = str(root / "exp" / "asr_hard_k8")
+    codebook, data = Codebook.load(root / "km.npy"), TokenASRData(dev)
+    auto = TokenASRInference(exp, "soft", {"tau": "auto", "tau_scope": "utterance", "tau_factor": 0.25})
+    assert not auto.fused  # one τ per utterance: the two-step path
+    for utt in data.utts[::4]:
+        own = tau_of(0.25, float(nearest_sqdist(codebook, torch.from_numpy(data.feats[utt])).median()))
+        explicit = [TokenASRInference(exp, "soft", {"tau": t}, fused=False) for t in (own, 2 * own)]
+        assert torch.equal(encoded(auto, data, utt), encoded(explicit[0], data, utt))
+        assert not torch.equal(encoded(auto, data, utt), encoded(explicit[1], data, utt))
+
+
+def test_decode_refuses_what_auto_cannot_measure(recipe, tmp_path):
+    root, dev, _ = recipe
+    exp, text = root / "exp" / "asr_hard_k8", str(root / "data" / "dev" / "text")
+    no_gain = tmp_path / "no_gain"
+    shutil.copytree(exp, no_gain)
+    sweep = load_yaml(no_gain / "tau_sweep.yaml")
+    TauSweep("dev", sweep["median_sqdist"], {"wer": 10.0, "cer": 5.0}, sweep["sweep"], ASR_RULE).save(no_gain)
+    with pytest.raises(ValueError, match="tau_sweep.yaml: no τ beat hard on dev, so there is no f\\* for tau auto"):
+        decode(str(no_gain), dev, str(tmp_path / "x"), text, "soft", {"tau": "auto"}, device="cpu")
+    centres = tmp_path / "centres"  # every frame a centroid: the set's median is 0
+    with ArkScpWriter(centres / "feats.ark", centres / "feats.scp") as writer:
+        writer.write("utt00", np.repeat(Codebook.load(root / "km.npy").centroids, 2, axis=0))
+    with pytest.raises(DegenerateTau, match=f"{centres}/feats.scp: tau auto: the median nearest squared distance is 0"):
+        decode(str(exp), str(centres / "feats.scp"), str(tmp_path / "x"), None, "soft", {"tau": "auto"}, device="cpu")
+
+
+def test_decode_sets_and_results_compare_auto_with_tau_star(recipe):
+    """decode-sets adds both automatic heads; results.json gets them, auto − τ* intervals (0 on dev, where the set τ
+    is τ*) and the share of the hard → continuous gap; RESULTS.md shows both sections, and only with their data."""
+    root, _, tau_star = recipe
+    for model in ("asr_hard_k8", "asr_continuous"):
+        decode_sets(str(root / "exp" / model), str(root / "dump"), str(root / "data"), ["dev", "loud"])
+    assert (root / "exp" / "asr_hard_k8" / "decode_soft_tauauto-utterance-f0.5_greedy" / "loud" / "hyp").is_file()
+    results = collect_results(str(root / "exp"), [8], ["dev", "loud"], {})
+    dev, loud = results["K"]["8"]["dev"], results["K"]["8"]["loud"]
+    assert dev["soft_auto_set"]["tau"] == tau_star != loud["soft_auto_set"]["tau"]
+    assert dev["soft_auto_set"]["wer"] == dev["soft"]["wer"] and dev["soft_auto_set_vs_soft"]["delta"] == 0.0
+    assert dev["soft_auto_utterance"]["tau"] is None and "soft_auto_utterance_vs_soft" in loud
+    share = loud["soft_gap_share"]
+    assert share["n_utts"] == 10 and share["gap"] == pytest.approx(loud["hard"]["wer"] - loud["continuous"]["wer"],
+                                                                   abs=0.01)
+    md = results_markdown(results, "")
+    assert "Label-free τ: soft (τ*) keeps the τ chosen on dev" in md and "(f* = 0.5, dev's)" in md
+    assert f"| dev | {dev['soft']['wer']:.2f} | {dev['soft_auto_set']['wer']:.2f} |" in md
+    assert "auto (utt) − τ*: interval below 0 (auto better) on" in md and "hard − continuous WER" in md
+    assert "rounded WERs" not in md  # every share here has its bootstrap
+    for entry in (dev, loud):
+        for key in [k for k in entry if "auto" in k]:
+            del entry[key]
+    assert "Label-free τ" not in results_markdown(results, "")
