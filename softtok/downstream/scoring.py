@@ -34,8 +34,8 @@ from softtok.tokenizers.fileio import atomic_write_text, save_yaml
 logger = logging.getLogger(__name__)
 
 UttTable = Dict[str, Dict[str, int]]
-MIN_GAP = 0.5  # WER points: a smaller gap leaves the share of it undefined
 """Per-utterance counts: utt -> {word_errors, ref_words, sub, del, ins, char_errors, ref_chars}."""
+MIN_GAP = 0.5  # WER points: a smaller gap leaves the share of it undefined
 
 PER_UTT_COLUMNS = ("word_errors", "ref_words", "sub", "del", "ins", "char_errors", "ref_chars")
 METRIC_COLUMNS = {"wer": ("word_errors", "ref_words"), "cer": ("char_errors", "ref_chars")}
