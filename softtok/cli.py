@@ -185,7 +185,7 @@ ASR_VERBS: Dict[str, Verb | Choice] = {
     "train": Verb("softtok.downstream.asr.train", "train a token ASR model (hybrid CTC/attention) from a YAML config"),
     "decode": Verb("softtok.downstream.asr.decode", "decode a feats.scp with a trained model; score with --text"),
     "sweep-tau": Verb("softtok.recipes.asr", "decode dev over the τ grid; write tau_sweep.yaml", True),
-    "decode-sets": Verb("softtok.recipes.asr", "decode sets with hard and soft(τ*) (or continuous)", True),
+    "decode-sets": Verb("softtok.recipes.asr", "decode sets: hard, soft(τ*), soft(auto τ) (or continuous)", True),
     "results": Verb("softtok.recipes.asr", "results.json, RESULTS.md and plots of a token-ASR experiment", True),
     "render": Verb("softtok.recipes.asr", "RESULTS.md again from its results.json (nothing is re-run)", True),
 }

@@ -72,6 +72,7 @@ def check_dmel_smoke(root: Path) -> None:
     for name in ("dev", "test", "test_noisy_0db", "fsdd", "fsdd_nonus"):
         entry = results["K"]["16"][name]
         assert set(entry) >= {"hard", "soft", "continuous", "soft_vs_hard"} and entry["hard"]["wer"] >= 0
+        check_auto_tau_and_gap_share(name, entry)  # 80 per-channel streams: one median over frames and channels
     sweep = results["K"]["16"]["_tau_sweep"]
     tau = sweep["best"]["tau"]
     assert isinstance(tau, float) and tau > 0  # one τ for the 80 channels of one codebook
@@ -117,6 +118,7 @@ def test_smoke_recipe_results_layout(smoke):
             ci = entry["soft_vs_hard"]
             assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n_resamples"] >= 1000
             assert entry["soft_trained"]["tau"] == sweep_choice(per_k["_soft_trained"]["tau_sweep"])
+            check_auto_tau_and_gap_share(name, entry)
     soft_config = load_yaml(smoke / "exp" / "asr_soft_k16" / "config.yaml")
     assert soft_config["head"] == "soft" and soft_config["tau_factor"] == 0.05
     assert soft_config["embed_init"] == "centroids"  # conf/train_smoke.yaml, as the CPU and GPU configs
@@ -131,9 +133,24 @@ def test_smoke_recipe_results_layout(smoke):
     assert (smoke / "exp" / "asr_hard_k16" / soft / "test" / "wer.txt").is_file()
     assert (smoke / "exp" / "asr_continuous" / "decode_continuous_greedy" / "fsdd" / "hyp").is_file()
     md = (smoke / "RESULTS.md").read_text()
-    for text in ("## K = 32", "learn-kmeans", "speed-perturb", "soft/soft − hard", "## Training"):
+    for text in ("## K = 32", "learn-kmeans", "speed-perturb", "soft/soft − hard", "## Training",
+                 "Share of the hard → continuous gap that soft (τ*) recovers"):
         assert text in md, text
     assert (smoke / "tau_sweep.png").stat().st_size > 1000
+
+
+def check_auto_tau_and_gap_share(name: str, entry: dict) -> None:
+    """Label-free τ beside τ* where soft(τ*) is not hard: on dev (under the sweep's 200,000-frame sample) the set's τ
+    is τ* itself, so the decodings agree exactly; the share of the hard → continuous gap with its bootstrap."""
+    tau = entry["soft"]["tau"]
+    if tau is not None:
+        assert {f"soft_auto_{scope}{cmp}" for scope in ("set", "utterance") for cmp in ("", "_vs_soft")} <= set(entry)
+        assert entry["soft_auto_utterance"]["tau"] is None and entry["soft_auto_set"]["tau"] > 0
+        if name == "dev":
+            assert entry["soft_auto_set"]["tau"] == tau and entry["soft_auto_set_vs_soft"]["delta"] == 0.0
+    share = entry["soft_gap_share"]
+    assert share["n_utts"] > 0 and share["gap"] == pytest.approx(entry["hard"]["wer"] - entry["continuous"]["wer"],
+                                                                 abs=0.01)
 
 
 @needs_shared

@@ -18,6 +18,7 @@ from softtok.downstream.data import pad_token_inputs
 from softtok.downstream.fused import fused_soft_embedding, fuses
 from softtok.tokenizers.heads import TokenInput, build_head
 from softtok.tokenizers.kmeans import Codebook
+from softtok.tokenizers.tau import TAU_SCOPES
 
 DIM = 32  # embedding width d
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "fused_embedding.py"
@@ -82,16 +83,19 @@ def test_padded_frames_embed_as_the_pad_row_as_padded_soft_input_does():
 
 
 def test_where_decoding_fuses():
-    """Auto: a dense soft head over one stream on CPU (where it measured faster); never top-k, hard or several
-    streams; forcing it on a head that cannot fuse is a one-line error."""
+    """Auto: a dense soft head over one stream on CPU (where it measured faster), its τ fixed or measured on the set;
+    never top-k, hard, several streams or a τ per utterance; forcing it on a head that cannot fuse is a one-line
+    error."""
     codebook, _ = clustered(32, 8, 10)
     soft, topk = build_head("soft", codebook, tau=1.0), build_head("soft", codebook, tau=1.0, top_k=4)
     two = build_head("soft", [codebook, codebook], tau=1.0)
+    per_set, per_utt = (build_head("soft", codebook, tau="auto", tau_factor=0.1, tau_scope=s) for s in TAU_SCOPES)
     assert fuses(soft, "cpu") and not fuses(soft, "cuda") and fuses(soft, "cuda", True)
-    assert not fuses(soft, "cpu", False)
-    assert not any(fuses(h, "cpu") for h in (topk, two, build_head("hard", codebook)))
-    for head in (topk, two, build_head("hard", codebook)):
-        with pytest.raises(ValueError, match="fused soft embedding takes a dense soft head over one token stream"):
+    assert not fuses(soft, "cpu", False) and fuses(per_set, "cpu")
+    cannot = (topk, two, build_head("hard", codebook), per_utt)
+    assert not any(fuses(h, "cpu") for h in cannot)
+    for head in cannot:
+        with pytest.raises(ValueError, match="fused soft embedding takes a dense soft head with one τ over one token"):
             fuses(head, "cpu", True)
 
 

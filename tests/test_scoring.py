@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from softtok.downstream.scoring import (load_per_utt, main, normalize_text, paired_bootstrap, score,
+from softtok.downstream.scoring import (gap_share, load_per_utt, main, normalize_text, paired_bootstrap, score,
                                         utterance_errors, write_score_dir)
 from softtok.tokenizers.datadir import read_kaldi_map
 from softtok.tokenizers.fileio import load_yaml
@@ -133,6 +133,34 @@ def test_bootstrap_is_fast():
     start = time.perf_counter()
     paired_bootstrap(a, b, n_resamples=1000)
     assert time.perf_counter() - start < 1.0
+
+
+def test_gap_share_constant_share_has_a_point_interval():
+    """Hard 4, soft 3, continuous 0 errors in every 10-word utterance: soft recovers 1/4 of the gap in any resample."""
+    lens = np.full(30, 10)
+    r = gap_share(_table(np.full(30, 4), lens), _table(np.full(30, 3), lens), _table(np.zeros(30), lens))
+    assert (r["share"], r["ci_low"], r["ci_high"]) == (0.25, 0.25, 0.25)
+    assert r["gap"] == 40.0 and r["gap_ci_low"] == r["gap_ci_high"] == 40.0 and r["n_utts"] == 30
+
+
+def test_gap_share_two_utterances_exact_interval():
+    """u0 (hard 4, soft 2, cont 0) and u1 (4, 4, 2): resamples give 1/2 (u0 twice, p = 1/4), 1/3 (mixed) or 0."""
+    lens = [10, 10]
+    r = gap_share(_table([4, 4], lens), _table([2, 4], lens), _table([0, 2], lens), n_resamples=4000, seed=3)
+    assert r["share"] == pytest.approx(1 / 3) and (r["ci_low"], r["ci_high"]) == (0.0, 0.5)
+    assert r["gap"] == 30.0 and (r["gap_ci_low"], r["gap_ci_high"]) == (20.0, 40.0)
+
+
+def test_gap_share_undefined_or_unbounded():
+    """No gap (|hard − continuous| < 0.5 points): no share; a gap whose interval crosses 0: a share, no interval."""
+    lens = [10, 10]
+    none = gap_share(_table([3, 2], lens), _table([2, 2], lens), _table([3, 2], lens))
+    assert none["share"] is None and none["ci_low"] is None and none["gap"] == 0.0
+    crossing = gap_share(_table([2, 0], lens), _table([1, 0], lens), _table([0, 1], lens), n_resamples=4000)
+    assert crossing["gap"] == 5.0 and crossing["gap_ci_low"] < 0 < crossing["gap_ci_high"]
+    assert crossing["share"] == 1.0 and crossing["ci_low"] is None and crossing["ci_high"] is None
+    with pytest.raises(ValueError, match="same utterances"):
+        gap_share(_table([1, 2], lens), _table([1, 2], lens), _table([1], [10]))
 
 
 def test_write_score_dir_round_trip(tmp_path):

@@ -1,5 +1,5 @@
 # Stages 3-8 of the token-ASR recipes (egs/*/asr/run.sh), shared: features -> k-means -> ASR on hard tokens
-# (+ continuous, + soft/soft) -> τ sweep on dev -> decoding of every set -> results.json / RESULTS.md.
+# (+ continuous, + soft/soft) -> τ sweep on dev -> decoding of every set (τ*, label-free τ) -> results.json / RESULTS.md.
 # Source it from run.sh after stage.sh and the corpus's own data stages (1-2), with these set:
 #   feature feature_opts   featurizer name and extra dump-features options (e.g. "--checkpoint C --layer 21")
 #   train_set dev_set      data/<train_set> trains (and feeds k-means), data/<dev_set> validates and picks τ
@@ -92,7 +92,7 @@ if run_stage 6 "choose τ on $dev_set (sweep)"; then
   mark_done 6
 fi
 
-if run_stage 7 "decode every set: hard, soft(τ*), continuous"; then
+if run_stage 7 "decode every set: hard, soft(τ*), soft(auto τ: set, utterance), continuous"; then
   for model in $discrete_models asr_continuous; do
     # shellcheck disable=SC2086
     log $softtok asr decode-sets --exp-dir $exp_dir/$model --dump "$(join_commas $feat_dirs)" --data $data \

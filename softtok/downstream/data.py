@@ -20,6 +20,7 @@ from softtok.common import prefetch
 from softtok.tokenizers.fileio import load_matrix, load_num_frames, read_scp_entries
 from softtok.tokenizers.heads import Head, TokenInput
 from softtok.tokenizers.streams import check_frame_counts, split_list, stack_sources
+from softtok.tokenizers.tau import DegenerateTau
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +146,15 @@ class TokenData:
 
     def tokens(self, utts: Sequence[str], head: Head, device: str = "cpu") -> Tuple[TokenInput, torch.Tensor]:
         """The head's padded TokenInput (B, T, …) of these utterances and their lengths (B,) on ``device``."""
-        tokens, lengths = pad_token_inputs([head(torch.from_numpy(self.feats[u]).to(device)) for u in utts])
+        tokens, lengths = pad_token_inputs([self.head_input(head, u, device) for u in utts])
         return tokens, lengths.to(device)
+
+    def head_input(self, head: Head, utt: str, device: str = "cpu") -> TokenInput:
+        """One utterance through ``head``; an automatic τ that cannot be measured on it names the utterance."""
+        try:
+            return head(torch.from_numpy(self.feats[utt]).to(device))
+        except DegenerateTau as exc:
+            raise DegenerateTau(f"{self.feats}: utterance {utt!r}: {exc}") from None
 
 
 def iterate(data: Any, groups: List[List[str]], head: Head, tokenizer: Any, device: str = "cpu",

@@ -57,11 +57,13 @@ def fuses(head: Head, device: Union[str, torch.device], fused: Optional[bool] = 
     """Whether a decoder embeds ``head``'s input with the fused call: ``fused`` when given, else where it measured
     faster than the two-step path (bench/FUSED_EMBEDDING.md: CPU, K = 32 to 4096, D = 384 and 1024).
 
-    Only a dense soft head over one stream can fuse; forcing it for any other head is a one-line error.
+    Only a dense soft head with one τ for the batch (not one per utterance) over one stream can fuse; forcing it for
+    any other head is a one-line error.
     """
-    fusable = head.name == "soft" and head.top_k is None and head.codebooks.n_streams == 1
+    fusable = (head.name == "soft" and head.top_k is None and not head.tau_per_utterance
+               and head.codebooks.n_streams == 1)
     if fused and not fusable:
-        raise ValueError(f"the fused soft embedding takes a dense soft head over one token stream, not "
+        raise ValueError(f"the fused soft embedding takes a dense soft head with one τ over one token stream, not "
                          f"{head.settings()} over {head.codebooks.n_streams if head.codebooks else 0} streams")
     return fusable and (fused if fused is not None else torch.device(device).type == "cpu")
 

@@ -1,4 +1,5 @@
-"""WER / CER scoring of ASR hypotheses and paired bootstrap comparison of two systems.
+"""WER / CER scoring of ASR hypotheses, paired bootstrap comparison of two systems, and the share of one gap
+between two systems that a third recovers.
 
 Every reference and hypothesis goes through the same :func:`normalize_text` before
 alignment, so numbers of different systems and sets are comparable. Edits are counted
@@ -21,7 +22,7 @@ import re
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import jiwer
 import numpy as np
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 UttTable = Dict[str, Dict[str, int]]
 """Per-utterance counts: utt -> {word_errors, ref_words, sub, del, ins, char_errors, ref_chars}."""
+MIN_GAP = 0.5  # WER points: a smaller gap leaves the share of it undefined
 
 PER_UTT_COLUMNS = ("word_errors", "ref_words", "sub", "del", "ins", "char_errors", "ref_chars")
 METRIC_COLUMNS = {"wer": ("word_errors", "ref_words"), "cer": ("char_errors", "ref_chars")}
@@ -170,6 +172,40 @@ def paired_bootstrap(table_a: UttTable, table_b: UttTable, metric: str = "wer", 
         "n_utts": int(len(lens)),
         "confidence": float(confidence),
     }
+
+
+def gap_share(low: UttTable, mid: UttTable, high: UttTable, n_resamples: int = 1000, seed: int = 0,
+              confidence: float = 0.95, min_gap: float = MIN_GAP) -> Dict[str, Any]:
+    """The share of the WER gap from ``low`` to ``high`` that ``mid`` recovers, (E_low − E_mid) / (E_low − E_high)
+    over summed word errors, with a bootstrap interval over utterances (the three resampled together).
+
+    ``share`` is None where the gap is under ``min_gap`` WER points; the interval is None there and where the gap's
+    own interval comes within ``min_gap`` of 0 (the ratio's interval is then unbounded). E.g. low = hard tokens,
+    mid = soft, high = continuous features: 1 is all of the gap, 0 none, above 1 more.
+    """
+    errs_low, errs_mid, lens = _paired_arrays(low, mid, "wer")
+    _, errs_high, _ = _paired_arrays(low, high, "wer")
+    if lens.sum() == 0:
+        raise ValueError("references have zero total length; WER is undefined")
+    gained, gap = errs_low - errs_mid, errs_low - errs_high
+
+    def gap_points(idx: np.ndarray) -> np.ndarray:
+        return 100.0 * gap[idx].sum(axis=1) / np.maximum(lens[idx].sum(axis=1), 1)
+
+    def share_of(idx: np.ndarray) -> np.ndarray:
+        den = gap[idx].sum(axis=1).astype(np.float64)
+        return np.divide(gained[idx].sum(axis=1), den, out=np.full(len(den), np.inf), where=den != 0)
+
+    gap_wer = float(100.0 * gap.sum() / lens.sum())
+    gap_ci = paired_bootstrap_interval(len(lens), gap_points, n_resamples, seed, confidence)
+    defined = abs(gap_wer) >= min_gap
+    ci = (paired_bootstrap_interval(len(lens), share_of, n_resamples, seed, confidence)
+          if defined and (gap_ci.low >= min_gap or gap_ci.high <= -min_gap) else None)
+    bounded = ci is not None and bool(np.isfinite([ci.low, ci.high]).all())
+    return {"share": float(gained.sum() / gap.sum()) if defined else None,
+            "ci_low": ci.low if bounded else None, "ci_high": ci.high if bounded else None,
+            "gap": gap_wer, "gap_ci_low": gap_ci.low, "gap_ci_high": gap_ci.high, "min_gap": float(min_gap),
+            "n_resamples": int(n_resamples), "n_utts": int(len(lens)), "confidence": float(confidence)}
 
 
 def format_summary(numbers: dict) -> str:

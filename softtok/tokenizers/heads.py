@@ -4,7 +4,9 @@ A head maps stacked features (T, Σ D_i) of its sources to a :class:`TokenInput`
 stream is the common case; several SSL layers or dMel channels give more):
 - ``hard``: ids (T, S) of each stream's nearest centre;
 - ``soft``: p(k|x) = softmax_k(−‖x − c_k‖² / τ) per stream, dense (T, S, K) or top-k (ids, weights),
-  renormalised over the k kept centres; one τ per source;
+  renormalised over the k kept centres; one τ per source, fixed, or ``tau: auto`` (:class:`~softtok.tokenizers.tau.
+  AutoTau`): ``tau_factor`` × the median nearest squared distance of the input itself, per ``tau_scope`` ``set``
+  (measured by :meth:`SoftHead.fit_set` before use) or ``utterance`` (measured on each call's frames);
 - ``continuous``: the features themselves.
 Every codebook gives (T, S, K) squared distances (:class:`~softtok.tokenizers.streams.StreamCodebooks`) that
 go through the same argmin or softmax, so τ → 0 gives the hard ids exactly. On an exact tie (a frame equally far
@@ -17,13 +19,13 @@ from __future__ import annotations
 import argparse
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from softtok.tokenizers.kmeans import Codebook
-from softtok.tokenizers.streams import StreamCodebooks, per_source, split_sources
-from softtok.tokenizers.tau import Tau, check_tau, one_or_list, tau_tag
+from softtok.tokenizers.streams import StreamCodebooks, nearest_sqdist, per_source, split_sources
+from softtok.tokenizers.tau import TAU_SCOPES, AutoTau, Tau, check_tau, one_or_list, tau_tag
 
 KINDS = ("ids", "probs", "topk", "feats")
 Codebooks = Union[Codebook, Sequence[Codebook], StreamCodebooks, None]
@@ -90,12 +92,13 @@ class TokenInput:
                                                       ("weights", self.weights)) if t is not None}
 
 
-def head_tag(name: str, tau: Optional[Tau] = None, top_k: Optional[int] = None) -> str:
-    """A head's settings as output folder names write them: ``hard``, ``soft_tau2.9``, ``soft_tau2.9-3.1_topk32``."""
+def head_tag(name: str, tau: Optional[Tau | AutoTau] = None, top_k: Optional[int] = None) -> str:
+    """A head's settings as output folder names write them: ``hard``, ``soft_tau2.9``, ``soft_tau2.9-3.1_topk32``,
+    ``soft_tauauto-set-f0.1``."""
     return name + (f"_tau{tau_tag(tau)}" if tau is not None else "") + (f"_topk{top_k}" if top_k else "")
 
 
-def run_dir_name(prefix: str, name: str, tau: Optional[Tau] = None, top_k: Optional[int] = None,
+def run_dir_name(prefix: str, name: str, tau: Optional[Tau | AutoTau] = None, top_k: Optional[int] = None,
                  search: Optional[str] = None) -> str:
     """The one place output folders are named from head settings: ``decode_soft_tau2.9_greedy``, ``synth_hard``."""
     return f"{prefix}_{head_tag(name, tau, top_k)}" + (f"_{search}" if search else "")
@@ -141,15 +144,18 @@ class HardHead(Head):
 
 
 class SoftHead(Head):
-    """Soft assignment over each stream's centres at temperature ``tau`` (one per source); ``top_k`` keeps the k
-    nearest. ``use_faiss`` forces (True) or forbids (False) the faiss top-k search (default: by codebook size)."""
+    """Soft assignment over each stream's centres at temperature ``tau`` (one per source, or ``"auto"`` with
+    ``tau_factor`` and ``tau_scope``); ``top_k`` keeps the k nearest. ``use_faiss`` forces (True) or forbids (False)
+    the faiss top-k search (default: by codebook size; with it, an utterance's automatic τ is measured on faiss's
+    distances)."""
 
     name = "soft"
 
-    def __init__(self, codebooks: StreamCodebooks, tau: Tau, top_k: Optional[int] = None,
-                 use_faiss: Optional[bool] = None):
+    def __init__(self, codebooks: StreamCodebooks, tau: Tau | str | AutoTau, top_k: Optional[int] = None,
+                 use_faiss: Optional[bool] = None, tau_factor: Optional[float] = None, tau_scope: Optional[str] = None):
         super().__init__(codebooks)
-        self.taus = [check_tau(t) for t in per_source(tau, len(codebooks.sources), "tau")]
+        self.auto = auto_tau(tau, tau_factor, tau_scope)
+        self._taus = None if self.auto else [check_tau(t) for t in per_source(tau, len(codebooks.sources), "tau")]
         smallest = min(codebooks.sizes)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
                                   or not 1 <= top_k <= smallest):
@@ -157,20 +163,53 @@ class SoftHead(Head):
         self._top_k, self.use_faiss = top_k, use_faiss
 
     @property
-    def tau(self) -> Tau:
-        return one_or_list(self.taus)
+    def tau(self) -> Tau | AutoTau:
+        return self.auto or one_or_list(self._taus)
+
+    @property
+    def taus(self) -> List[float]:
+        """τ of each source: fixed, or measured on the set (:meth:`fit_set`); an utterance-scope τ has none."""
+        if self._taus is None:
+            raise ValueError("soft head: tau auto over the set is measured on the whole set first (fit_set, as "
+                             "`softtok asr decode` does), or give tau_scope utterance" if self.auto.scope == "set"
+                             else "soft head: tau auto per utterance has no single τ")
+        return self._taus
+
+    @property
+    def tau_per_utterance(self) -> bool:
+        """True when τ is measured on each call's frames (one τ per utterance, none for the set)."""
+        return self.auto is not None and self.auto.scope == "utterance"
 
     @property
     def top_k(self) -> Optional[int]:
         return self._top_k
+
+    def fit_set(self, frames: Iterable[torch.Tensor]) -> List[float]:
+        """Set-scope automatic τ: each source's median nearest squared distance over all of ``frames`` (every
+        utterance of the set about to be tokenised, (T, Σ D_i) each) times the factor; returns the τ."""
+        if self.auto is None or self.auto.scope != "set":
+            raise ValueError(f"soft head: only tau auto over the set is fitted on a set, not {self.settings()}")
+        nearest: List[List[torch.Tensor]] = [[] for _ in self.codebooks.sources]
+        for x in frames:
+            for found, codebook, part in zip(nearest, self.codebooks.sources, self.codebooks.split(x)):
+                found.append(nearest_sqdist(codebook, part))
+        self._taus = self.auto.taus([torch.cat(found) if found else torch.zeros(0) for found in nearest])
+        return self._taus
+
+    def _taus_for(self, nearest: Sequence[torch.Tensor]) -> List[float]:
+        """τ of each source for these frames (their flat nearest squared distances): measured on them per utterance,
+        else fixed or fitted."""
+        return self.auto.taus(nearest) if self.tau_per_utterance else self.taus
 
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
         """−(d² − min d²)/τ per stream, (T, S, K): the max logit is exactly 0, so no overflow at any τ.
 
         Streams with fewer than K centres are padded with −inf (probability exactly 0).
         """
-        parts = [scaled_gaps(d2, d2.min(dim=2, keepdim=True).values, tau)
-                 for d2, tau in zip(self.codebooks.sqdist(feats), self.taus)]
+        d2s = self.codebooks.sqdist(feats)
+        nearest = [d2.min(dim=2, keepdim=True).values for d2 in d2s]
+        taus = self._taus_for([n.reshape(-1) for n in nearest])
+        parts = [scaled_gaps(d2, n, tau) for d2, n, tau in zip(d2s, nearest, taus)]
         width = max(p.shape[2] for p in parts)
         parts = [torch.nn.functional.pad(p, (0, width - p.shape[2]), value=-float("inf")) for p in parts]
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
@@ -179,8 +218,23 @@ class SoftHead(Head):
         if self._top_k is None:
             return TokenInput("probs", probs=torch.softmax(self.logits(feats), dim=2))
         nearest = self.codebooks.nearest(feats, self._top_k, self.use_faiss)
-        weights = [torch.softmax(scaled_gaps(d2, d2[:, :, :1], tau), dim=2) for (_, d2), tau in zip(nearest, self.taus)]
+        taus = self._taus_for([d2[:, :, 0].reshape(-1) for _, d2 in nearest])
+        weights = [torch.softmax(scaled_gaps(d2, d2[:, :, :1], tau), dim=2) for (_, d2), tau in zip(nearest, taus)]
         return TokenInput("topk", ids=torch.cat([ids for ids, _ in nearest], dim=1), weights=torch.cat(weights, dim=1))
+
+
+def auto_tau(tau: Any, factor: Optional[float], scope: Optional[str]) -> Optional[AutoTau]:
+    """The :class:`AutoTau` a soft head's options ask for (``tau: auto`` with ``tau_factor``, ``tau_scope`` default
+    ``set``), or None for a fixed τ; a factor or scope without ``tau: auto`` is a one-line error."""
+    if isinstance(tau, AutoTau) and factor is None and scope is None:
+        return tau
+    if isinstance(tau, str) and tau == "auto":
+        if factor is None:
+            raise ValueError("soft head: tau auto needs tau_factor (the dev sweep's best factor, f*)")
+        return AutoTau(factor, TAU_SCOPES[0] if scope is None else scope)
+    if factor is not None or scope is not None:
+        raise ValueError(f"soft head: tau_factor and tau_scope go with tau: auto, not tau: {tau!r}")
+    return None
 
 
 FLOAT32_TINY = torch.finfo(torch.float32).tiny  # below it a float32 τ is subnormal or 0 (0/0: NaN)
@@ -263,19 +317,39 @@ def input_sizes(head: Head, source_dims: Sequence[int]) -> Tuple[Any, Any]:
     return one_or_list(head.codebooks.sizes), None
 
 
-def add_head_args(p: argparse.ArgumentParser, default: Optional[str] = "hard", shortcuts: bool = True) -> None:
-    """``--head`` (choices from the registry) and ``--head-conf``; ``shortcuts`` adds ``--tau`` and ``--top-k``."""
+def add_head_args(p: argparse.ArgumentParser, default: Optional[str] = "hard", shortcuts: bool = True,
+                  auto_tau: bool = False) -> None:
+    """``--head`` (choices from the registry) and ``--head-conf``; ``shortcuts`` adds ``--tau`` and ``--top-k``;
+    ``auto_tau`` lets ``--tau`` be ``auto`` and adds ``--tau-scope`` and ``--tau-factor``."""
     from softtok.common import int_at_least, yaml_mapping
 
     p.add_argument("--head", default=default, choices=sorted(HEADS),
                    help=f"input head (default: {default or 'the training head'})")
     if shortcuts:
-        p.add_argument("--tau", type=float, help="soft temperature (> 0); --head-conf '{tau: [t1, t2]}' per source")
+        p.add_argument("--tau", type=tau_value if auto_tau else float,
+                       help="soft temperature (> 0); --head-conf '{tau: [t1, t2]}' per source"
+                       + ("; auto: --tau-factor × the median nearest squared distance of the input itself" if auto_tau
+                          else ""))
         p.add_argument("--top-k", type=int_at_least(1), help="soft: keep the k nearest centres, renormalised")
+    if auto_tau:
+        p.add_argument("--tau-scope", choices=TAU_SCOPES,
+                       help=f"--tau auto: the median over the whole set decoded or each utterance (default: "
+                            f"{TAU_SCOPES[0]})")
+        p.add_argument("--tau-factor", type=float, help="--tau auto: the factor (default: the model's dev f*)")
     p.add_argument("--head-conf", type=yaml_mapping, default={}, help="head options, e.g. '{tau: 2.0, top_k: 32}'")
 
 
+def tau_value(text: str) -> float | str:
+    """argparse type of ``--tau``: a number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
 def head_conf_of(args: argparse.Namespace) -> Dict[str, Any]:
-    """``--head-conf`` with ``--tau`` / ``--top-k`` (when given) on top."""
-    shortcuts = {k: getattr(args, k, None) for k in ("tau", "top_k")}
+    """``--head-conf`` with ``--tau`` / ``--top-k`` / ``--tau-scope`` / ``--tau-factor`` (when given) on top."""
+    shortcuts = {k: getattr(args, k, None) for k in ("tau", "top_k", "tau_scope", "tau_factor")}
     return {**args.head_conf, **{k: v for k, v in shortcuts.items() if v is not None}}

@@ -4,7 +4,8 @@
 (over channels too for a per-channel codebook), so one list of factors means the same sharpness whatever the
 feature scale or K. A model with several sources gets one scale, hence one τ, per source. A sweep decodes or
 synthesises dev with the hard head and with soft heads over the grid; its :class:`SweepRule` picks τ*, and
-``tau_sweep.yaml`` records the grid, the metrics and the choice.
+``tau_sweep.yaml`` records the grid, the metrics and the choice. :class:`AutoTau` is the label-free variant: the dev
+factor f* times the median measured on the input's own frames (the whole set decoded, or each utterance).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 Tau = Union[float, List[float]]  # one τ, or one per source
 SWEEP_FILE = "tau_sweep.yaml"
+TAU_SCOPES = ("set", "utterance")  # what an automatic τ's median is measured over
 
 
 def format_number(x: float) -> str:
@@ -33,8 +35,10 @@ def format_number(x: float) -> str:
     return f"{x:g}".replace("+", "")
 
 
-def tau_tag(tau: Tau) -> str:
-    """``tau`` as folder names write it: ``2.9``, or per source ``2.9-3.1-4``."""
+def tau_tag(tau: "Tau | AutoTau") -> str:
+    """``tau`` as folder names write it: ``2.9``, per source ``2.9-3.1-4``, automatic ``auto-set-f0.1``."""
+    if isinstance(tau, AutoTau):
+        return tau.tag()
     taus = tau if isinstance(tau, (list, tuple)) else [tau]
     return "-".join(format_number(float(t)) for t in taus)
 
@@ -91,6 +95,52 @@ def as_list(value: Any) -> Optional[List[int]]:
 def taus_of(factor: float, scales: Sequence[float]) -> Tau:
     """τ of every source for one factor: a float for one source, a list for several."""
     return one_or_list([tau_of(factor, s) for s in scales])
+
+
+class DegenerateTau(ValueError):
+    """An automatic τ that cannot be measured: no frames, or a median nearest squared distance of 0."""
+
+
+def median_scale(nearest: torch.Tensor) -> float:
+    """The median of nearest squared distances (torch's: the lower middle value for an even count), as the dev scale.
+
+    No frames, or a median of 0 (most frames on a centre: τ = f × 0 would be the hard head, not a soft one; no
+    floor is invented for it), is a one-line :class:`DegenerateTau` error.
+    """
+    if nearest.numel() == 0:
+        raise DegenerateTau("tau auto: no frames to measure the median nearest squared distance on")
+    median = float(nearest.median())
+    if not median > 0:
+        raise DegenerateTau(f"tau auto: the median nearest squared distance is {median:g}, so τ would be 0 "
+                            "(the hard head): refused; decode with the hard head or a fixed τ")
+    return median
+
+
+@dataclass(frozen=True)
+class AutoTau:
+    """Label-free τ: ``factor`` (f*, the dev sweep's best) × the median nearest squared distance of the frames being
+    tokenised, over the whole set (``set``) or each utterance on its own (``utterance``); one τ per source."""
+
+    factor: float
+    scope: str = "set"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factor", positive_float(self.factor, "tau factor"))
+        if self.scope not in TAU_SCOPES:
+            raise ValueError(f"tau scope {self.scope!r}: choose from {list(TAU_SCOPES)}")
+
+    def tag(self) -> str:
+        """Folder names' form: ``auto-set-f0.1``."""
+        return f"auto-{self.scope}-f{format_number(self.factor)}"
+
+    def conf(self) -> Dict[str, Any]:
+        """The head options that ask for it (``--head-conf``, decode.yaml)."""
+        return {"tau": "auto", "tau_factor": self.factor, "tau_scope": self.scope}
+
+    def taus(self, nearest: Sequence[torch.Tensor]) -> List[float]:
+        """τ of each source from its frames' nearest squared distances (one flat tensor per source), as
+        :func:`tau_of` rounds it."""
+        return [tau_of(self.factor, median_scale(d)) for d in nearest]
 
 
 def tau_grid(codebooks: Sequence[Codebook], feats: Sequence[str],
@@ -195,6 +245,16 @@ def load_sweep(exp_dir: str | Path) -> Dict[str, Any]:
 def best_tau(exp_dir: str | Path) -> Optional[Tau]:
     """τ* of an experiment's sweep, or None where no τ beat hard on dev (soft(τ*) is then the hard head)."""
     return sweep_choice(load_sweep(exp_dir))
+
+
+def dev_factor(exp_dir: str | Path) -> float:
+    """f*, the factor of an experiment's τ* (what ``tau: auto`` multiplies by default); a one-line error where no τ
+    beat hard on dev (there is no f* then)."""
+    sweep = load_sweep(exp_dir)
+    if sweep_choice(sweep) is None:
+        raise ValueError(f"{Path(exp_dir) / SWEEP_FILE}: no τ beat hard on dev, so there is no f* for tau auto; "
+                         "give a tau factor")
+    return float(sweep["best"]["factor"])
 
 
 def sweep_choice(sweep: Dict[str, Any]) -> Optional[Tau]:

@@ -4,8 +4,10 @@
         --feats dump/whisper/test/feats.scp --text data/test/text \\
         --head soft --tau 2.0 --search greedy --out-dir exp/asr_hard_k128/decode_soft_tau2_greedy/test
 
+``--tau auto [--tau-scope set|utterance] [--tau-factor F]``: τ = F (default: the model's dev f*) × the median nearest
+squared distance of the decoded features themselves, over the whole set or per utterance (no labels).
 The out dir gets ``hyp``, ``ref``, ``wer.txt``, ``per_utt.txt``, ``score.yaml`` and
-``decode.yaml`` (settings and timing).
+``decode.yaml`` (settings, timing and a set's automatic τ).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from softtok.tokenizers.jobs import feature_spec_of
 from softtok.tokenizers.kmeans import Codebook
 from softtok.tokenizers.heads import ContinuousHead, add_head_args, build_head, head_conf_of
 from softtok.tokenizers.streams import split_list
-from softtok.tokenizers.tau import as_list
+from softtok.tokenizers.tau import DegenerateTau, as_list, dev_factor, one_or_list
 
 logger = logging.getLogger(__name__)
 SEARCHES = ("greedy", "beam")
@@ -70,12 +72,29 @@ class TokenASRInference:
             codebooks = [Codebook.load(p) for p in split_list(kmeans)]
         self.codebooks = codebooks if discrete else None
         self.source_dims = model_source_dims(self.config, self.codebooks)
-        self.head = build_head(head, self.codebooks, self.source_dims, **(head_conf or {}))
+        self.head_conf = with_dev_factor(exp_dir, head_conf)
+        self.head = build_head(head, self.codebooks, self.source_dims, **self.head_conf)
         self.fused = fuses(self.head, device, fused)
         self._features = ContinuousHead(source_dims=self.source_dims)
         self.search, self.beam_size = search, beam_size
         self.ctc_weight = self.config["model"].get("ctc_weight", 0.3) if ctc_weight is None else ctc_weight
         self._beam = self._build_beam_search() if search == "beam" else None
+
+    def fit_tau(self, data: TokenASRData) -> Dict[str, Any]:
+        """A set-scope automatic τ measured on all of ``data``'s frames before decoding; the record of an automatic
+        τ for decode.yaml (empty for other heads)."""
+        auto = getattr(self.head, "auto", None)
+        if auto is None:
+            return {}
+        if auto.scope == "set":
+            frames = (torch.from_numpy(data.feats[u]) for u in tqdm(data.utts, desc="tau auto: median", unit="utt"))
+            try:
+                taus = self.head.fit_set(frames)
+            except DegenerateTau as exc:
+                raise DegenerateTau(f"{data.feats}: {exc}") from None
+            logger.info("tau auto: τ = %s × the set's median nearest squared distance = %s", auto.factor, taus)
+        return {"auto_tau": {"factor": auto.factor, "scope": auto.scope,
+                             "tau": one_or_list(self.head.taus) if auto.scope == "set" else None}}
 
     def check_features(self, feats: str) -> None:
         """Refuse a feats.scp (comma list) whose stream count or feature specs differ from the model's."""
@@ -140,6 +159,14 @@ class TokenASRInference:
         return self.tokenizer.decode(nbest[0].yseq.tolist()) if nbest else ""
 
 
+def with_dev_factor(exp_dir: str, head_conf: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Head options where ``tau: auto`` without a factor takes the model's dev f* (its tau_sweep.yaml)."""
+    conf = dict(head_conf or {})
+    if conf.get("tau") == "auto" and conf.get("tau_factor") is None:
+        conf["tau_factor"] = dev_factor(exp_dir)
+    return conf
+
+
 def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, head: str = "hard",
            head_conf: Optional[Dict[str, Any]] = None, search: str = "greedy", beam_size: int = 10,
            batch_frames: int = 20000, ctc_weight: Optional[float] = None,
@@ -149,6 +176,7 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
                                   device=device or default_device())
     inference.check_features(feats)
     data = TokenASRData(feats)
+    auto = inference.fit_tau(data)
     groups = inference.groups(data, batch_frames)
     t0 = time.perf_counter()
     hyps = inference(data, groups)
@@ -164,7 +192,7 @@ def decode(exp_dir: str, feats: str, out_dir: str, text: Optional[str] = None, h
 
         write_kaldi_map(out / "hyp", hyps)
     save_yaml(out / "decode.yaml", {"exp_dir": str(exp_dir), "feats": str(feats), "head": head,
-                                    "head_conf": head_conf or {}, "settings": inference.head.settings(),
+                                    "head_conf": inference.head_conf, "settings": inference.head.settings(), **auto,
                                     "search": search, "beam_size": beam_size, "ctc_weight": inference.ctc_weight,
                                     **result})
     return {**result, "output": str(out)}
@@ -175,7 +203,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--feats", required=True)
     p.add_argument("--text", help="reference transcripts: score when given")
-    add_head_args(p)
+    add_head_args(p, auto_tau=True)
     p.add_argument("--search", default="greedy", choices=SEARCHES)
     p.add_argument("--beam-size", type=int_at_least(1), default=10)
     p.add_argument("--ctc-weight", type=float, help="joint decoding CTC weight (default: training's)")
