@@ -117,9 +117,7 @@ class ConformerMelVocoder(nn.Module):
 
     def forward(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(log-mel (B, T_mel, n_mels), mel lengths (B,)) of batched (B, T, …) input."""
-        check_batched(tokens)
-        if int(lengths.min()) <= 0:
-            raise ValueError("empty token sequence")
+        check_batched(tokens, lengths)
         x = self.proj(self.embedding(tokens))
         mask = _mask(lengths, x.shape[1])
         padding = mask[..., 0] == 0

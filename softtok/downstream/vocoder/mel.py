@@ -133,12 +133,14 @@ class ConvBlock(nn.Module):
         return (x + self.dropout(F.gelu(self.norm(y)))) * mask
 
 
-def check_batched(tokens: TokenInput) -> None:
-    """One-line ValueError for input that is not a batched, non-empty (B, T, …) sequence (the embedding checks the
-    rest: kind, streams, K, ids, feature dim)."""
+def check_batched(tokens: TokenInput, lengths: Optional[torch.Tensor] = None) -> None:
+    """One-line ValueError for input that is not a batched, non-empty (B, T, …) sequence, or a length ≤ 0 (the
+    embedding checks the rest: kind, streams, K, ids, feature dim)."""
     main = tokens.main
     if main.ndim < 2 or main.shape[0] == 0 or main.shape[1] == 0:
         raise ValueError(f"empty token sequence (input shape {tuple(main.shape)}; expected batched (B, T, ...))")
+    if lengths is not None and int(lengths.min()) <= 0:
+        raise ValueError("empty token sequence")
 
 
 def _mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -168,9 +170,7 @@ class MelVocoder(nn.Module):
 
     def forward(self, tokens: TokenInput, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(mel (B, 2T, n_mels), mel_lengths (B,) = 2·lengths) of batched (B, T, …) input."""
-        check_batched(tokens)
-        if int(lengths.min()) <= 0:
-            raise ValueError("empty token sequence")
+        check_batched(tokens, lengths)
         x = self.in_norm(self.proj(self.embedding(tokens)))  # (B, T, C)
         b, t, c = x.shape
         mask = _mask(lengths, t)
