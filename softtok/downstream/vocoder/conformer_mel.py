@@ -37,7 +37,7 @@ from softtok.downstream.vocoder import hifigan_mel as H
 from softtok.downstream.vocoder import mel as mel_vocoder
 from softtok.downstream.vocoder import train as mel_train
 from softtok.downstream.vocoder.mel import (ConvBlock, MelVocoderData, Render, _mask, add_synthesis_args,
-                                            check_batched, inference_head, load_trained, mel_loss,
+                                            check_batched, inference_head, load_trained, mel_loss, mel_renderer,
                                             synth_settings, synthesize_waves)
 from softtok.tokenizers.audio import TARGET_SAMPLE_RATE, resampled_length
 from softtok.tokenizers.heads import TokenInput
@@ -174,19 +174,7 @@ def load_renderer(exp_dir: str, device: str = "cpu", timers: Optional[Dict[str, 
     model, config = load_trained(exp_dir, device=device, build=build_model)
     stage = H.mel_to_wave(mel_to_wave or config.get("mel_to_wave", "hifigan"), device)
     config = {**config, "sample_rate": H.SAMPLE_RATE}
-    timers = timers if timers is not None else {}
-
-    def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            mel, _ = model(tokens, lengths)
-        t2 = time.perf_counter()
-        wave = stage(mel[0])
-        timers["network_seconds"] = timers.get("network_seconds", 0.0) + t2 - t1
-        timers["mel_to_wave_seconds"] = timers.get("mel_to_wave_seconds", 0.0) + time.perf_counter() - t2
-        return wave
-
-    return render, config
+    return mel_renderer(model, stage, timers, "mel_to_wave_seconds"), config
 
 
 def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,

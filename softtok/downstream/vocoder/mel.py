@@ -412,11 +412,10 @@ def synth_settings(exp_dir: str, config: Dict[str, Any], feats: str, head: Head,
 Render = Callable[[TokenInput, torch.Tensor], torch.Tensor]
 
 
-def load_renderer(exp_dir: str, device: str = "cpu", n_iter: int = 32,
-                  timers: Optional[Dict[str, float]] = None) -> Tuple[Render, Dict[str, Any]]:
-    """(render(tokens, lengths) -> 16 kHz wave of a batch of one, config) of a trained mel vocoder + Griffin-Lim;
-    ``timers`` adds up network and Griffin-Lim seconds."""
-    model, config = load_trained(exp_dir, device=device)
+def mel_renderer(model: nn.Module, to_wave: Callable[[torch.Tensor], torch.Tensor],
+                 timers: Optional[Dict[str, float]], wave_timer: str) -> Render:
+    """render(tokens, lengths) -> wave of a batch of one: the model's mel, then ``to_wave``; ``timers`` adds up
+    network seconds and ``wave_timer`` seconds."""
     timers = timers if timers is not None else {}
 
     def render(tokens: TokenInput, lengths: torch.Tensor) -> torch.Tensor:
@@ -424,12 +423,21 @@ def load_renderer(exp_dir: str, device: str = "cpu", n_iter: int = 32,
         with torch.no_grad():
             mel, _ = model(tokens, lengths)
         t2 = time.perf_counter()
-        wave = griffin_lim(mel[0], n_iter=n_iter)
+        wave = to_wave(mel[0])
         timers["network_seconds"] = timers.get("network_seconds", 0.0) + t2 - t1
-        timers["griffin_lim_seconds"] = timers.get("griffin_lim_seconds", 0.0) + time.perf_counter() - t2
+        timers[wave_timer] = timers.get(wave_timer, 0.0) + time.perf_counter() - t2
         return wave
 
-    return render, config
+    return render
+
+
+def load_renderer(exp_dir: str, device: str = "cpu", n_iter: int = 32,
+                  timers: Optional[Dict[str, float]] = None) -> Tuple[Render, Dict[str, Any]]:
+    """(render(tokens, lengths) -> 16 kHz wave of a batch of one, config) of a trained mel vocoder + Griffin-Lim;
+    ``timers`` adds up network and Griffin-Lim seconds."""
+    model, config = load_trained(exp_dir, device=device)
+    to_wave = functools.partial(griffin_lim, n_iter=n_iter)
+    return mel_renderer(model, to_wave, timers, "griffin_lim_seconds"), config
 
 
 def synthesize(exp_dir: str, feats: str, out_dir: str, head: Optional[str] = None,
